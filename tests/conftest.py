@@ -1,0 +1,75 @@
+"""Fixtures for real services: a fresh PostgreSQL database per test session, Redis.
+
+PostgreSQL and Redis are taken from the environment (localhost by default), so
+anyone with containers can point the suite at them instead:
+``TEST_PG_ADMIN_URL`` (a superuser connection used to create and drop the
+throw-away databases) and ``TEST_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def create_scratch_database(prefix: str = "strangler_test") -> str:
+    """Create an empty database and return its URL; drop it with :func:`drop_scratch_database`."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    return _with_database(PG_ADMIN_URL, name)
+
+
+async def drop_scratch_database(url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def empty_database_url() -> AsyncIterator[str]:
+    """The URL of a brand-new, empty database, dropped after the test."""
+    url = await create_scratch_database()
+    try:
+        yield url
+    finally:
+        await drop_scratch_database(url)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    """A Redis client; tests namespace their keys with :func:`redis_prefix`."""
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    yield f"test:{secrets.token_hex(4)}:"
