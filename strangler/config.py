@@ -90,9 +90,7 @@ class ConnectorKeys:
             except (binascii.Error, ValueError):
                 raise ConfigError("CONNECTOR_KEYS", f"key {kid!r} is not base64", fix) from None
             if len(raw) != 32:
-                raise ConfigError(
-                    "CONNECTOR_KEYS", f"key {kid!r} is {len(raw)} bytes, not 32", fix
-                )
+                raise ConfigError("CONNECTOR_KEYS", f"key {kid!r} is {len(raw)} bytes, not 32", fix)
             if kid in keys:
                 raise ConfigError("CONNECTOR_KEYS", f"key id {kid!r} appears twice", fix)
             keys[kid] = raw
@@ -134,19 +132,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return value or default
 
     legacy = _check_url(
-        "LEGACY_URL", get("LEGACY_URL", DEFAULT_LEGACY_URL), ("http", "https"),
+        "LEGACY_URL",
+        get("LEGACY_URL", DEFAULT_LEGACY_URL),
+        ("http", "https"),
         "http://127.0.0.1:8001",
     )
     mongo = _check_url(
-        "MONGO_URL", get("MONGO_URL", DEFAULT_MONGO_URL), ("mongodb", "mongodb+srv", "memory"),
+        "MONGO_URL",
+        get("MONGO_URL", DEFAULT_MONGO_URL),
+        ("mongodb", "mongodb+srv", "memory"),
         "mongodb://127.0.0.1:27017/uzo (or memory:// for the in-process store)",
     )
     database = _check_url(
-        "DATABASE_URL", get("DATABASE_URL", DEFAULT_DATABASE_URL), ("postgresql", "postgres"),
+        "DATABASE_URL",
+        get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        ("postgresql", "postgres"),
         "postgresql://user:password@127.0.0.1:5432/uzo",
     )
     redis_url = _check_url(
-        "REDIS_URL", get("REDIS_URL", DEFAULT_REDIS_URL), ("redis", "rediss"),
+        "REDIS_URL",
+        get("REDIS_URL", DEFAULT_REDIS_URL),
+        ("redis", "rediss"),
         "redis://127.0.0.1:6379/0",
     )
     secret = get("JWT_SECRET", DEFAULT_JWT_SECRET)

@@ -34,9 +34,7 @@ class Cursor(Protocol):
 class Collection(Protocol):
     name: str
 
-    def find(
-        self, filter: Filter | None = ..., projection: Any = ..., **kwargs: Any
-    ) -> Cursor: ...
+    def find(self, filter: Filter | None = ..., projection: Any = ..., **kwargs: Any) -> Cursor: ...
     async def find_one(
         self, filter: Filter | None = ..., projection: Any = ..., **kwargs: Any
     ) -> Document | None: ...
@@ -70,28 +68,36 @@ def open_database(url: str, default_name: str = "uzo") -> Database:
     between processes). ``mongodb://host/name`` returns PyMongo's async client.
     """
     parts = urlsplit(url)
-    name = (parts.path.lstrip("/") or parts.netloc or default_name) if parts.scheme == "memory" \
+    name = (
+        (parts.path.lstrip("/") or parts.netloc or default_name)
+        if parts.scheme == "memory"
         else (parts.path.lstrip("/").split("?")[0] or default_name)
+    )
     if parts.scheme == "memory":
         from mongomock_motor import AsyncMongoMockClient
 
         client = _memory_clients.get(name)
         if client is None:
             client = _memory_clients[name] = AsyncMongoMockClient()
-        db: Database = client[name]
-        return db
+        memory_db: Any = client[name]
+        return memory_db  # type: ignore[no-any-return,unused-ignore]
     if parts.scheme in ("mongodb", "mongodb+srv"):
         try:
             from pymongo import AsyncMongoClient
             from pymongo.errors import ConfigurationError
         except ImportError as exc:  # pragma: no cover - pymongo is a dependency
-            raise ConfigError("MONGO_URL", "PyMongo is not installed", "run 'make install'") from exc
+            raise ConfigError(
+                "MONGO_URL", "PyMongo is not installed", "run 'make install'"
+            ) from exc
         try:
             async_client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=5000, tz_aware=True)
         except ConfigurationError as exc:
             raise ConfigError("MONGO_URL", f"{redact_url(url)}: {exc}", "fix the URL") from exc
-        return async_client[name]  # type: ignore[no-any-return]
-    raise ConfigError("MONGO_URL", f"unsupported scheme {parts.scheme!r}", "use mongodb:// or memory://")
+        mongo_db: Database = async_client[name]
+        return mongo_db
+    raise ConfigError(
+        "MONGO_URL", f"unsupported scheme {parts.scheme!r}", "use mongodb:// or memory://"
+    )
 
 
 async def ping(db: Database, url: str) -> None:

@@ -1,4 +1,7 @@
-"""The legacy API's bearer tokens: HS256 JWTs with ``UserId``, ``subscription_id``, ``email``, ``exp``."""
+"""The legacy API's bearer tokens: HS256 JWTs.
+
+Claims: ``UserId``, ``subscription_id``, ``email``, ``exp``.
+"""
 
 from __future__ import annotations
 
@@ -44,9 +47,7 @@ def mint_token(
 def verify_token(secret: str, token: str) -> Caller:
     """The caller a token names; raises :class:`InvalidToken` for anything else."""
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"require": ["exp"]}
-        )
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
     user_id = claims.get("UserId")

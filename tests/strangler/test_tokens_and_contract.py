@@ -15,7 +15,7 @@ from strangler.contract import (
 )
 from strangler.tokens import InvalidToken, caller_from_authorization, mint_token, verify_token
 
-SECRET = "a-test-secret-of-some-length"
+SECRET = "a-test-secret-long-enough-for-hs256-keys"
 
 
 def test_a_minted_token_names_its_caller() -> None:
@@ -37,7 +37,9 @@ def test_expired_and_badly_signed_tokens_are_invalid() -> None:
     expired = mint_token(SECRET, "usr_0123456789ab", "sub_0123456789ab", ttl_seconds=-10)
     with pytest.raises(InvalidToken):
         verify_token(SECRET, expired)
-    other = mint_token("another-secret-entirely", "usr_0123456789ab", "sub_0123456789ab")
+    other = mint_token(
+        "another-secret-entirely-and-long-enough-too", "usr_0123456789ab", "sub_0123456789ab"
+    )
     with pytest.raises(InvalidToken):
         verify_token(SECRET, other)
 
