@@ -1,0 +1,117 @@
+"""``strangler demo``: the main job in one process, since the in-process store cannot be shared.
+
+First form: seed the legacy emulator with ``small`` data, serve it, and print a
+``curl`` that works as printed. Each later stage of the migration adds a step here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shlex
+import socket
+import sys
+from typing import Any
+
+from strangler.config import Settings, load_settings
+from strangler.errors import ConfigError
+from strangler.tokens import mint_token
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    demo = subparsers.add_parser(
+        "demo",
+        help="seed and serve the legacy emulator, print requests that work as printed",
+        description="Run the demo in one process: seed the in-process legacy store with small "
+        "data, serve it, and print a curl to try. Ctrl-C stops it.",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    demo.add_argument("--legacy-port", type=int, default=8001, help="legacy emulator port")
+    demo.add_argument("--seed", type=int, default=1, help="data generator seed")
+    demo.add_argument(
+        "--check",
+        action="store_true",
+        help="send the printed request once, show its answer, and exit (for CI and scripts)",
+    )
+    demo.set_defaults(handler=_demo)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex((host, port)) != 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if not _port_free(args.host, args.legacy_port):
+        raise ConfigError(
+            "--legacy-port",
+            f"port {args.legacy_port} on {args.host} is already in use",
+            "stop what uses it or pass another --legacy-port",
+        )
+    return asyncio.run(_run(settings, args))
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from legacy_emulator.app import create_app
+    from legacy_emulator.generator import seed_store
+    from strangler.mongo import open_database
+
+    db = open_database("memory://demo")
+
+    def progress(collection: str, done: int, total: int) -> None:
+        print(f"\r  seeding {collection}: {done}/{total}   ", end="", file=sys.stderr, flush=True)
+
+    print("1. seeding the legacy store with 'small' data", flush=True)
+    summary = await seed_store(db, scale="small", seed=args.seed, progress=progress)
+    print(file=sys.stderr)
+    for line in summary.lines():
+        print(f"   {line}")
+
+    app = create_app(db, jwt_secret=settings.jwt_secret)
+    config = uvicorn.Config(app, host=args.host, port=args.legacy_port, log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()
+            return 2
+        await asyncio.sleep(0.05)
+
+    subscription_id, user_id = summary.tenants[0]
+    token = mint_token(settings.jwt_secret, user_id, subscription_id)
+    url = f"http://{args.host}:{args.legacy_port}/workspace/getAllWorkspace?page=1&per_page=5"
+    curl = f"curl -s -H {shlex.quote('Authorization: Bearer ' + token)} {shlex.quote(url)}"
+    print(f"2. legacy emulator serving on http://{args.host}:{args.legacy_port}", flush=True)
+    print("   try (the largest tenant's workspaces):", flush=True)
+    print(f"   {curl}", flush=True)
+    try:
+        if args.check:
+            await _check(url, token)
+        else:
+            print("   Ctrl-C stops the demo.", flush=True)
+            await serving
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+    return 0
+
+
+async def _check(url: str, token: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(url, headers={"Authorization": f"Bearer {token}"})
+    body: Any = response.json()
+    print(
+        f"   -> HTTP {response.status_code}, total {body.get('total')}, "
+        f"first: {(body.get('data') or [{}])[0].get('workspace_name')!r}"
+    )
+    if response.status_code != 200:
+        raise ConfigError(
+            "demo", f"the printed request answered {response.status_code}", "see the log"
+        )
