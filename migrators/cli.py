@@ -14,7 +14,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "migrators.cli_sync",
     "migrators.cli_verify",
     "migrators.cli_secrets",
+    "migrators.cli_dlq",
     "migrators.cli_flags",
+    "migrators.cli_rehearse",
 )
 
 
