@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from strangler.config import Settings, load_settings
-from strangler.errors import ConfigError
+from strangler.errors import ConfigError, StranglerError
 from strangler.tokens import mint_token
 
 
@@ -83,10 +83,18 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     subscription_id, user_id = summary.tenants[0]
     token = mint_token(settings.jwt_secret, user_id, subscription_id)
-    url = f"http://{args.host}:{args.legacy_port}/workspace/getAllWorkspace?page=1&per_page=5"
+    workspace = await db["workspace"].find_one(
+        {"subscription_id": subscription_id, "d_flag": {"$in": [False, None, "false"]}}
+    )
+    if workspace is None:
+        raise StranglerError(f"the seeded data has no live workspace for {subscription_id}")
+    url = (
+        f"http://{args.host}:{args.legacy_port}/workspace/getWorkspace"
+        f"?workspace_id={workspace['workspace_id']}"
+    )
     curl = f"curl -s -H {shlex.quote('Authorization: Bearer ' + token)} {shlex.quote(url)}"
     print(f"2. legacy emulator serving on http://{args.host}:{args.legacy_port}", flush=True)
-    print("   try (the largest tenant's workspaces):", flush=True)
+    print("   try (a workspace tree of the largest tenant):", flush=True)
     print(f"   {curl}", flush=True)
     try:
         if args.check:
@@ -107,11 +115,12 @@ async def _check(url: str, token: str) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         response = await client.get(url, headers={"Authorization": f"Bearer {token}"})
     body: Any = response.json()
+    tree = body.get("data") or {}
+    folders = tree.get("folders") or []
+    jobs = sum(len(folder.get("jobs") or []) for folder in folders)
     print(
-        f"   -> HTTP {response.status_code}, total {body.get('total')}, "
-        f"first: {(body.get('data') or [{}])[0].get('workspace_name')!r}"
+        f"   -> HTTP {response.status_code}: workspace {tree.get('workspace_name')!r} with "
+        f"{len(folders)} folders and {jobs} jobs"
     )
-    if response.status_code != 200:
-        raise ConfigError(
-            "demo", f"the printed request answered {response.status_code}", "see the log"
-        )
+    if response.status_code != 200 or not folders:
+        raise StranglerError(f"the printed request answered HTTP {response.status_code}: {body}")
