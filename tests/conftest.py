@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import pytest_asyncio
 import redis.asyncio as aioredis
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
@@ -73,3 +74,36 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
     yield f"test:{secrets.token_hex(4)}:"
+
+
+async def _migrated_scratch_database(prefix: str) -> str:
+    from schema.runner import upgrade
+
+    url = await create_scratch_database(prefix)
+    try:
+        await upgrade(url, progress=lambda _line: None)
+    except BaseException:
+        await drop_scratch_database(url)
+        raise
+    return url
+
+
+@pytest.fixture
+async def migrated_database_url() -> AsyncIterator[str]:
+    """A scratch database with every schema migration applied, dropped after the test."""
+    url = await _migrated_scratch_database("strangler_test_mig")
+    try:
+        yield url
+    finally:
+        await drop_scratch_database(url)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def shared_migrated_database_url() -> AsyncIterator[str]:
+    """One migrated database for the whole session, for tests that only add rows of their
+    own (fresh legacy ids and subscription ids) and never rely on a table being empty."""
+    url = await _migrated_scratch_database("strangler_test_shared")
+    try:
+        yield url
+    finally:
+        await drop_scratch_database(url)

@@ -1,0 +1,109 @@
+"""``strangler schema upgrade|status|partitions``: thin layer over :mod:`schema.runner`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from schema.connect import connect
+from schema.partitions import ensure_partitions
+from schema.runner import SchemaStatus, status, upgrade
+from strangler.config import load_settings
+from strangler.errors import PermanentError
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    group = subparsers.add_parser(
+        "schema",
+        help="create or upgrade the PostgreSQL target schema",
+        description="Versioned SQL migrations of the target model (schema/migrations), "
+        "applied to the database of DATABASE_URL.",
+    )
+    commands = group.add_subparsers(dest="schema_command", metavar="SCHEMA_COMMAND")
+    up = commands.add_parser(
+        "upgrade",
+        help="apply pending migrations",
+        description="Apply every pending migration in order, each in its own transaction, "
+        "and create the monthly partitions ahead. Creates the database if it does not exist. "
+        "Refuses to run when an applied migration's file was changed. Safe to run twice, "
+        "or twice at once: a second runner waits, then finds nothing to do.",
+    )
+    up.add_argument(
+        "--months-ahead", type=int, default=3, help="monthly partitions to create ahead (3)"
+    )
+    up.set_defaults(handler=_upgrade)
+    st = commands.add_parser(
+        "status",
+        help="show applied and pending migrations and partition coverage",
+        description="List every migration as applied, pending, changed (file edited since it "
+        "was applied) or missing (file gone); exits 1 when one is changed or missing.",
+    )
+    st.set_defaults(handler=_status)
+    parts = commands.add_parser(
+        "partitions",
+        help="create monthly partitions ahead (for a periodic job)",
+        description="Create the monthly partitions of job_runs and user_activity up to "
+        "--months-ahead months after the current one; with --from-default also one for every "
+        "month that has rows in the default partition, moving those rows into it.",
+    )
+    parts.add_argument("--months-ahead", type=int, default=3, help="months ahead (3)")
+    parts.add_argument(
+        "--from-default", action="store_true", help="carve months out of the default partition"
+    )
+    parts.set_defaults(handler=_partitions)
+    group.set_defaults(handler=lambda _args: group.print_help() or 2)
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    asyncio.run(upgrade(settings.database_url, months_ahead=args.months_ahead))
+    return 0
+
+
+def render_status(report: SchemaStatus) -> list[str]:
+    if not report.exists:
+        lines = [f'database "{report.database}" does not exist yet; run: strangler schema upgrade']
+    else:
+        lines = [f'database "{report.database}"']
+    width = max((len(m.name) for m in report.migrations), default=0)
+    for m in report.migrations:
+        when = f"  {m.applied_at:%Y-%m-%d %H:%M:%S %Z}" if m.applied_at else ""
+        lines.append(f"  {m.name:<{width}}  {m.state:<8} sha256:{m.checksum[:12]}{when}")
+    lines.extend(f"  {coverage.describe()}" for coverage in report.partitions)
+    pending = len(report.pending)
+    lines.append(f"{pending} pending migration(s)" if pending else "schema is up to date")
+    for problem in report.problems:
+        lines.append(
+            f"{problem.name} is {problem.state}: restore it as it was applied "
+            "(applied migrations never change; add a new one instead)"
+        )
+    return lines
+
+
+def _status(_args: argparse.Namespace) -> int:
+    settings = load_settings()
+    report = asyncio.run(status(settings.database_url))
+    for line in render_status(report):
+        print(line)
+    return 1 if report.problems else 0
+
+
+def _partitions(args: argparse.Namespace) -> int:
+    settings = load_settings()
+
+    async def run() -> list[str]:
+        conn = await connect(settings.database_url)
+        try:
+            return await ensure_partitions(
+                conn, args.months_ahead, from_default=args.from_default, progress=print
+            )
+        finally:
+            await conn.close()
+
+    if args.months_ahead < 0:
+        raise PermanentError("--months-ahead must be 0 or more")
+    created = asyncio.run(run())
+    print(f"{len(created)} partition(s) created" if created else "partitions already in place")
+    return 0

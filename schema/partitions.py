@@ -1,0 +1,214 @@
+"""Monthly partitions of the high-volume tables (job_runs, user_activity).
+
+Native range partitioning on ``created_at``, one partition per calendar month
+(UTC), created ahead of time by :func:`ensure_partitions`, which ``strangler
+schema upgrade`` calls and a periodic job (``strangler schema partitions``)
+can call as often as it likes. Each table also has a DEFAULT partition so that
+an insert never fails for want of a partition: far-future and far-past rows
+(dirty legacy dates, a backfill of old history) land there.
+
+A DEFAULT partition holding rows of a month forbids creating that month's
+partition; so when it does, the rows are moved into the new partition in the
+same transaction, under a lock that holds writers of the table for that time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+__all__ = [
+    "MONTHLY_PARTITIONED",
+    "Month",
+    "PartitionCoverage",
+    "ensure_partitions",
+    "months_around",
+    "partition_coverage",
+    "partition_name",
+]
+
+MONTHLY_PARTITIONED: tuple[str, ...] = ("job_runs", "user_activity")
+PARTITION_COLUMN = "created_at"
+# Serializes partition maintenance on one database (upgrade and periodic jobs alike).
+_LOCK_KEY = 0x5354524E50415254  # "STRNPART"
+
+
+@dataclass(frozen=True, order=True)
+class Month:
+    year: int
+    month: int
+
+    @classmethod
+    def of(cls, moment: datetime) -> Month:
+        utc = moment.astimezone(UTC) if moment.tzinfo else moment
+        return cls(utc.year, utc.month)
+
+    def shifted(self, months: int) -> Month:
+        index = self.year * 12 + (self.month - 1) + months
+        return Month(index // 12, index % 12 + 1)
+
+    @property
+    def start(self) -> datetime:
+        return datetime(self.year, self.month, 1, tzinfo=UTC)
+
+    @property
+    def end(self) -> datetime:
+        return self.shifted(1).start
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+
+def months_around(current: Month, *, back: int, ahead: int) -> list[Month]:
+    """``current`` with ``back`` months before it and ``ahead`` after it, in order."""
+    return [current.shifted(offset) for offset in range(-back, ahead + 1)]
+
+
+def partition_name(table: str, month: Month) -> str:
+    return f"{table}_{month.year:04d}_{month.month:02d}"
+
+
+def default_partition_name(table: str) -> str:
+    return f"{table}_default"
+
+
+def _literal(moment: datetime) -> str:
+    return "'" + moment.strftime("%Y-%m-%d %H:%M:%S+00") + "'"
+
+
+async def _existing_tables(conn: asyncpg.Connection, tables: Iterable[str]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($1::text[])",
+        list(tables),
+    )
+    present = {row["relname"] for row in rows}
+    return [t for t in tables if t in present]
+
+
+async def _partitions_of(conn: asyncpg.Connection, table: str) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = $1::regclass",
+        table,
+    )
+    return {row["relname"] for row in rows}
+
+
+async def _columns(conn: asyncpg.Connection, table: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT quote_ident(attname) AS name FROM pg_attribute WHERE attrelid = $1::regclass "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        table,
+    )
+    return [row["name"] for row in rows]
+
+
+async def _months_in_default(conn: asyncpg.Connection, table: str) -> list[Month]:
+    rows = await conn.fetch(
+        f"SELECT DISTINCT date_trunc('month', {PARTITION_COLUMN} AT TIME ZONE 'UTC') AS m "
+        f"FROM {default_partition_name(table)} WHERE {PARTITION_COLUMN} IS NOT NULL"
+    )
+    return sorted(Month(row["m"].year, row["m"].month) for row in rows)
+
+
+async def _create_month(conn: asyncpg.Connection, table: str, month: Month) -> int:
+    """Create ``table``'s partition of ``month``; returns how many rows left the default."""
+    name, default = partition_name(table, month), default_partition_name(table)
+    low, high = _literal(month.start), _literal(month.end)
+    in_month = f"{PARTITION_COLUMN} >= {low} AND {PARTITION_COLUMN} < {high}"
+    await conn.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+    if not await conn.fetchval(f"SELECT EXISTS (SELECT FROM {default} WHERE {in_month})"):
+        await conn.execute(
+            f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ({low}) TO ({high})"
+        )
+        return 0
+    columns = ", ".join(await _columns(conn, table))
+    await conn.execute(
+        f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+    )
+    status = await conn.execute(
+        f"WITH moved AS (DELETE FROM {default} WHERE {in_month} RETURNING {columns}) "
+        f"INSERT INTO {name} ({columns}) SELECT {columns} FROM moved"
+    )
+    await conn.execute(
+        f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})"
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def ensure_partitions(
+    conn: asyncpg.Connection,
+    months_ahead: int = 3,
+    *,
+    months_back: int = 1,
+    from_default: bool = False,
+    tables: Iterable[str] = MONTHLY_PARTITIONED,
+    progress: Callable[[str], object] | None = None,
+) -> list[str]:
+    """Create the monthly partitions from ``months_back`` before the current month (database
+    clock, UTC) to ``months_ahead`` after it, plus, with ``from_default``, one for every
+    month that has rows in the default partition. Returns the names created; idempotent.
+
+    Tables of ``tables`` that do not exist (yet) are skipped.
+    """
+    if months_ahead < 0 or months_back < 0:
+        raise ValueError("months_ahead and months_back must not be negative")
+    created: list[str] = []
+    for table in await _existing_tables(conn, tables):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            now: datetime = await conn.fetchval("SELECT now()")
+            wanted = set(months_around(Month.of(now), back=months_back, ahead=months_ahead))
+            existing = await _partitions_of(conn, table)
+            default = default_partition_name(table)
+            if default not in existing:
+                await conn.execute(f"CREATE TABLE {default} PARTITION OF {table} DEFAULT")
+                created.append(default)
+            if from_default:
+                wanted.update(await _months_in_default(conn, table))
+            for month in sorted(wanted):
+                name = partition_name(table, month)
+                if name in existing:
+                    continue
+                moved = await _create_month(conn, table, month)
+                created.append(name)
+                if progress is not None:
+                    note = f", moved {moved} rows out of {default}" if moved else ""
+                    progress(f"created partition {name}{note}")
+    return created
+
+
+@dataclass(frozen=True)
+class PartitionCoverage:
+    table: str
+    months: tuple[Month, ...]
+    default_rows: int
+
+    def describe(self) -> str:
+        span = f"{self.months[0]} to {self.months[-1]}" if self.months else "no monthly partition"
+        return (
+            f"{self.table}: {len(self.months)} monthly partitions ({span}); "
+            f"default partition holds {self.default_rows} rows"
+        )
+
+
+async def partition_coverage(
+    conn: asyncpg.Connection, tables: Iterable[str] = MONTHLY_PARTITIONED
+) -> list[PartitionCoverage]:
+    report = []
+    for table in await _existing_tables(conn, tables):
+        names = await _partitions_of(conn, table)
+        months = []
+        for name in names:
+            suffix = name.removeprefix(f"{table}_")
+            year, _, month = suffix.partition("_")
+            if year.isdigit() and month.isdigit():
+                months.append(Month(int(year), int(month)))
+        default = default_partition_name(table)
+        rows = await conn.fetchval(f"SELECT count(*) FROM {default}") if default in names else 0
+        report.append(PartitionCoverage(table, tuple(sorted(months)), int(rows)))
+    return report

@@ -1,0 +1,41 @@
+"""Roles and per-transaction settings that PostgreSQL's row-level security keys on.
+
+* ``strangler_app``: what the new side's handlers run as. It owns nothing, may
+  only run DML on tenant tables, and sees the rows of one subscription: the one
+  set with ``set_config('app.subscription_id', ..., true)`` in the current
+  transaction (none at all when unset).
+* ``strangler_sync``: BYPASSRLS, for backfill, the sync workers and verify,
+  which move every tenant's rows. The table owner is subject to the policies
+  too (RLS is FORCEd), so bypassing them is always an explicit ``SET ROLE``.
+  ``strangler_app`` is not a member of it and cannot switch to it.
+
+Both helpers must be called inside a transaction: the setting and the role
+end with it, so a pooled connection never carries a tenant over.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["APP_ROLE", "SYNC_ROLE", "TENANT_SETTING", "enter_sync", "enter_tenant"]
+
+APP_ROLE = "strangler_app"
+SYNC_ROLE = "strangler_sync"
+TENANT_SETTING = "app.subscription_id"
+
+
+class _Executor(Protocol):
+    async def execute(self, query: str, *args: object) -> str: ...
+
+
+async def enter_tenant(conn: _Executor, subscription_id: str) -> None:
+    """Scope the current transaction to one tenant, as ``strangler_app``."""
+    if not subscription_id:
+        raise ValueError("a tenant transaction needs a subscription_id")
+    await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, subscription_id)
+    await conn.execute(f"SET LOCAL ROLE {APP_ROLE}")
+
+
+async def enter_sync(conn: _Executor) -> None:
+    """Let the current transaction read and write every tenant's rows."""
+    await conn.execute(f"SET LOCAL ROLE {SYNC_ROLE}")
