@@ -1,0 +1,161 @@
+"""Classifying differences: declared expected divergences, and timing noise or sync lag.
+
+Two questions, both answered with evidence and never by silence:
+
+- Is this difference one the new side makes on purpose? Only a rule in
+  ``shadow_rules.yaml`` says so (with its reason); the difference stays in the result,
+  marked ``expected``.
+- Is it noise or lag? Only a re-read says so. A read is asked again a moment later;
+  a place where a side answered the same read differently is ``noise``; a place where
+  the new side now agrees with legacy is ``lag`` (it had not applied a legacy write yet).
+  Anything else stays a regression.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shadow_compare.model import CompareResult, Difference, Verdict
+from shadow_compare.rules import ExpectedDivergence
+from strangler.exchange import RecordedRequest, RecordedResponse
+
+__all__ = ["ExpectedMatcher", "classify_rereads", "related_paths"]
+
+
+def _request_fields(request: RecordedRequest | None) -> frozenset[str]:
+    if request is None:
+        return frozenset()
+    fields = set(request.query)
+    if request.body:
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            fields.update(str(key) for key in body)
+    return frozenset(fields)
+
+
+def _same_json(left: Any, right: Any) -> bool:
+    return json.dumps(left, sort_keys=True) == json.dumps(right, sort_keys=True)
+
+
+class ExpectedMatcher:
+    """The expected divergences that can apply to one exchange, checked per difference."""
+
+    def __init__(
+        self,
+        rules: Sequence[ExpectedDivergence],
+        endpoint: str,
+        request: RecordedRequest | None,
+        legacy_status: int,
+        new_status: int,
+    ) -> None:
+        fields = _request_fields(request) if any(r.request_has for r in rules) else frozenset()
+        self._candidates = tuple(
+            rule
+            for rule in rules
+            if (not rule.endpoints or endpoint in rule.endpoints)
+            and (rule.legacy_status is None or rule.legacy_status == legacy_status)
+            and (rule.new_status is None or rule.new_status == new_status)
+            and all(name in fields for name in rule.request_has)
+        )
+
+    def classify(self, difference: Difference, scoped: Sequence[Any]) -> Difference:
+        """``scoped``: the path-scoped expected rules whose pattern matches this place."""
+        for rule in self._candidates:
+            if rule.path is None:
+                pass
+            elif rule.path.startswith("@"):
+                if rule.path != difference.path:
+                    continue
+            elif rule not in scoped:
+                continue
+            if rule.causes and difference.cause not in rule.causes:
+                continue
+            legacy_given, new_given = rule.value_conditions
+            if legacy_given and not _same_json(rule.legacy, difference.legacy):
+                continue
+            if new_given and not _same_json(rule.new, difference.new):
+                continue
+            return difference.with_verdict(Verdict.EXPECTED, rule.id, rule.reason)
+        return difference
+
+
+def related_paths(path: str, other: str) -> bool:
+    """The same place, or one inside the other (``$.data`` and ``$.data[0].name``)."""
+    if path == other:
+        return True
+    short, long = (path, other) if len(path) < len(other) else (other, path)
+    return long.startswith(short) and long[len(short)] in ".["
+
+
+def _changed(paths: set[str], path: str) -> bool:
+    return any(related_paths(path, other) for other in paths)
+
+
+Compare = Callable[[RecordedResponse, RecordedResponse], CompareResult]
+
+
+def classify_rereads(
+    first: CompareResult,
+    *,
+    legacy_first: RecordedResponse,
+    new_first: RecordedResponse,
+    legacy_again: RecordedResponse | None,
+    new_again: RecordedResponse | None,
+    compare: Compare,
+    waited: float,
+) -> CompareResult:
+    """Reclassify ``first``'s regressions from a re-read of the same request.
+
+    A side that cannot be asked again (the one that served the client, when the proxy
+    gives no way to repeat it) is None: its stability is then unknown, and lag is only
+    concluded when the new side was the one read again. ``compare`` compares two
+    responses under the entity's rules.
+    """
+    if legacy_again is None and new_again is None:
+        return first
+    new_moved: set[str] = set()
+    legacy_moved: set[str] = set()
+    if new_again is not None:
+        new_moved = {d.path for d in compare(new_first, new_again).differences}
+    if legacy_again is not None:
+        legacy_moved = {d.path for d in compare(legacy_first, legacy_again).differences}
+    fresh = compare(
+        legacy_again if legacy_again is not None else legacy_first,
+        new_again if new_again is not None else new_first,
+    )
+    still_differs = {d.path for d in fresh.regressions()}
+    if fresh.truncated:
+        return first  # the re-read could not be compared whole: nothing is reclassified
+    reclassified = []
+    for difference in first.differences:
+        if difference.verdict is not Verdict.REGRESSION:
+            reclassified.append(difference)
+            continue
+        path = difference.path
+        if (
+            _changed(new_moved, path)
+            and not _changed(legacy_moved, path)
+            and not _changed(still_differs, path)
+        ):
+            reclassified.append(
+                difference.with_verdict(
+                    Verdict.LAG,
+                    reason=f"new matched legacy when read again {waited:.2f} s later",
+                )
+            )
+        elif _changed(legacy_moved, path) or _changed(new_moved, path):
+            side = "legacy" if _changed(legacy_moved, path) else "new"
+            reclassified.append(
+                difference.with_verdict(
+                    Verdict.NOISE,
+                    reason=f"{side} answered the same read differently {waited:.2f} s later",
+                )
+            )
+        else:
+            reclassified.append(difference)
+    return first.with_differences(tuple(reclassified))
