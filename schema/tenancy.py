@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["APP_ROLE", "SYNC_ROLE", "TENANT_SETTING", "enter_sync", "enter_tenant"]
+from schema.keys import row_key
+
+__all__ = [
+    "APP_ROLE",
+    "SYNC_ROLE",
+    "TENANT_SETTING",
+    "enter_sync",
+    "enter_tenant",
+    "ensure_subscription",
+]
 
 APP_ROLE = "strangler_app"
 SYNC_ROLE = "strangler_sync"
@@ -39,3 +48,19 @@ async def enter_tenant(conn: _Executor, subscription_id: str) -> None:
 async def enter_sync(conn: _Executor) -> None:
     """Let the current transaction read and write every tenant's rows."""
     await conn.execute(f"SET LOCAL ROLE {SYNC_ROLE}")
+
+
+async def ensure_subscription(conn: _Executor, subscription_id: str) -> None:
+    """Make sure the tenant's ``subscriptions`` row exists before its first write.
+
+    Tokens are trusted as issued (LEGACY.md), so a tenant may reach the new side
+    before its Accounts document was migrated; every tenant table references
+    ``subscriptions``. Call it inside :func:`enter_tenant`'s transaction (the row
+    is then checked by the same policy) or in a sync transaction.
+    """
+    await conn.execute(
+        "INSERT INTO subscriptions (id, subscription_id) VALUES ($1, $2) "
+        "ON CONFLICT (subscription_id) DO NOTHING",
+        row_key("subscription", subscription_id),
+        subscription_id,
+    )

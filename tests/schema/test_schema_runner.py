@@ -16,9 +16,9 @@ from schema.runner import status, upgrade
 from strangler.errors import ServiceUnavailable
 
 MODEL_TABLES = {
-    "subscriptions", "users", "workspaces",
-    "folders", "jobs", "workflows", "workflow_dependencies", "connectors",
-    "workflow_versions",
+    "subscriptions", "users", "groups", "roles", "user_groups", "user_roles", "workspaces",
+    "folders", "jobs", "workflows", "workflow_dependencies", "connectors", "object_permissions",
+    "job_runs", "workflow_versions", "user_activity", "user_sessions", "websocket_connections",
     "migration_feed_positions", "migration_quarantine", "migration_dead_letters",
     "migration_outbox", "migration_backfill_checkpoints", "routing_flag_changes",
 }  # fmt: skip
@@ -72,6 +72,9 @@ async def test_upgrade_of_an_empty_database_creates_the_whole_model(empty_databa
     report = await status(empty_database_url)
     assert report.exists and not report.pending and not report.problems
     assert {m.state for m in report.migrations} == {"applied"}
+    assert {c.table for c in report.partitions} == {"job_runs", "user_activity"}
+    # The month before, the current month and three ahead, plus the default partition.
+    assert all(len(c.months) == 5 and c.default_rows == 0 for c in report.partitions)
 
 
 async def test_second_upgrade_applies_nothing(migrated_database_url):
