@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,3 +131,114 @@ async def make_workflow(api: Api, tree: Tree, name: str = "orders", **fields: An
         workflow_name=name,
         **fields,
     )
+
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class HookedDatabase:
+    """A store whose next call of a chosen collection method first runs a hook.
+
+    A hook that raises stands for the store failing at that step; a hook that
+    calls the API stands for another request landing in between.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.name = db.name
+        self.hooks: dict[tuple[str, str], Hook] = {}
+
+    def before(self, collection: str, method: str, hook: Hook) -> None:
+        self.hooks[(collection, method)] = hook
+
+    def __getitem__(self, name: str) -> Any:
+        return _HookedCollection(self._db[name], name, self.hooks)
+
+    async def list_collection_names(self) -> list[str]:
+        return await self._db.list_collection_names()
+
+
+class _HookedCollection:
+    def __init__(self, inner: Any, name: str, hooks: dict[tuple[str, str], Hook]) -> None:
+        self._inner = inner
+        self._name = name
+        self._hooks = hooks
+
+    def __getattr__(self, attribute: str) -> Any:
+        target = getattr(self._inner, attribute)
+        key = (self._name, attribute)
+        if key not in self._hooks:
+            return target
+
+        async def hooked(*args: Any, **kwargs: Any) -> Any:
+            hook = self._hooks.pop(key, None)
+            if hook is not None:
+                await hook()
+            return await target(*args, **kwargs)
+
+        return hooked
+
+
+@pytest.fixture
+def hooked(db: Database) -> HookedDatabase:
+    return HookedDatabase(db)
+
+
+@pytest.fixture
+async def hooked_api(hooked: HookedDatabase) -> AsyncIterator[Api]:
+    """An API client over an app whose store is ``hooked``."""
+    app = create_app(hooked, jwt_secret=SECRET, run_step_seconds=RUN_STEP_SECONDS)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://legacy") as http:
+        yield Api(http, TENANT_A)
+
+
+async def stored(db: Database, collection: str, **query: Any) -> dict[str, Any]:
+    """The one stored document matching ``query`` (to look behind the API)."""
+    documents = await db[collection].find(query).to_list(None)
+    assert len(documents) == 1, documents
+    return documents[0]
+
+
+# --- what the test modules use (they cannot import this module by name) ---------------------
+
+
+@pytest.fixture
+def secret() -> str:
+    return SECRET
+
+
+@pytest.fixture
+def tenant_a() -> Tenant:
+    return TENANT_A
+
+
+@pytest.fixture
+def tenant_b() -> Tenant:
+    return TENANT_B
+
+
+@pytest.fixture
+def api_b(api: Api) -> Api:
+    """The same app, called by another tenant."""
+    return api.as_(TENANT_B)
+
+
+@pytest.fixture
+async def tree(api: Api) -> Tree:
+    return await make_tree(api)
+
+
+@pytest.fixture
+def new_tree() -> Callable[..., Awaitable[Tree]]:
+    return make_tree
+
+
+@pytest.fixture
+def new_workflow() -> Callable[..., Awaitable[Any]]:
+    return make_workflow
+
+
+@pytest.fixture
+def find_stored() -> Callable[..., Awaitable[dict[str, Any]]]:
+    return stored
