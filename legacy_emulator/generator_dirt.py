@@ -109,6 +109,13 @@ class Dirt:
         if self.rate <= 0.0:
             return
         rng = self.rng
+        # optional fields first, so that every later change stays visible in the document
+        present = [name for name in spec.optional if name in document]
+        if present and self.hit("optional_field_missing"):
+            del document[rng.choice(present)]
+        filled = [name for name in spec.optional if document.get(name) is not None]
+        if filled and self.hit("optional_field_null"):
+            document[rng.choice(filled)] = None
         for name in spec.datetimes:
             value = document.get(name)
             if not isinstance(value, datetime):
@@ -117,12 +124,6 @@ class Dirt:
                 document[name] = rng.choice(_DATETIME_TEXT)(value)
             elif self.hit("datetime_as_epoch_ms"):
                 document[name] = int((value - _EPOCH).total_seconds() * 1000)
-        present = [name for name in spec.optional if name in document]
-        if present and self.hit("optional_field_missing"):
-            del document[rng.choice(present)]
-        filled = [name for name in spec.optional if document.get(name) is not None]
-        if filled and self.hit("optional_field_null"):
-            document[rng.choice(filled)] = None
         if spec.d_flag and "d_flag" in document:
             flag = document["d_flag"]
             # only live items lose the flag: a missing flag means "not deleted"

@@ -131,6 +131,8 @@ def build_workspace(
     workspace_id = mint("ws_")
     created_at = early(rng, tenant.plan.created_at, ANCHOR - timedelta(days=7))
     name = docs.workspace_name(rng)
+    if name in tenant.workspace_names:
+        name = f"{name} {len(tenant.workspace_names) + 1}"
     if tenant.workspace_names and dirt.hit("duplicate_workspace_name"):
         name = rng.choice(tenant.workspace_names)
     tenant.workspace_names.append(name)
@@ -222,6 +224,8 @@ def _fill_job(
     for version, backups in versions:
         workflow_id = mint("wf_")
         name = docs.workflow_name(rng)
+        while name in names:
+            name = docs.workflow_name(rng)
         if names and dirt.hit("duplicate_workflow_name"):
             name = rng.choice(names)
         names.append(name)
@@ -245,18 +249,14 @@ def _fill_job(
         )
         if version > 1 or backups:
             yield from _history(rng, mint, dirt, document, drawing, backups)
+        # one diagram fault per workflow, so that each stays visible and countable
         summary_text = text
-        if dirt.hit("stale_summary"):
-            summary_text = drawing.previous().text() if len(drawing.nodes) > 1 else "{}"
         if dirt.hit("diagram_invalid_json"):
-            document["workFlowDiagram"] = text[: len(text) // 2]
-            summary_text = document["workFlowDiagram"]
+            document["workFlowDiagram"] = summary_text = text[: len(text) // 2]
         elif dirt.hit("diagram_empty"):
             document["workFlowDiagram"] = summary_text = ""
-        for key in ("source_connectorid", "target_connectorid"):
-            if dirt.hit("dangling_connector"):
-                document[key] = mint("cn_")
-                break
+        elif len(drawing.nodes) > 1 and dirt.hit("stale_summary"):
+            summary_text = drawing.previous().text()
         summary = {
             "workflow_id": workflow_id,
             "workflow_name": name,
@@ -271,6 +271,10 @@ def _fill_job(
             )
             tenant.targets.append(("workflow", workflow_id, name))
         dirt.apply(document, SPECS["workflow"])
+        # after the field-level dirt, so that no dropped field hides the broken reference
+        linked = [key for key in ("source_connectorid", "target_connectorid") if document.get(key)]
+        if linked and dirt.hit("dangling_connector"):
+            document[rng.choice(linked)] = mint("cn_")
         document["_id"] = mint.object_id(created_at)
         yield "workflow", document
     # the run order of the job's workflows; single-workflow jobs have none
