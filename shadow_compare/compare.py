@@ -29,6 +29,9 @@ _PREVIEW_LIMIT = 512  # characters of JSON kept for a container value inside a d
 _DATETIME_SHAPE = re.compile(r"^\s*\d{1,4}[-/]\d{1,2}[-/]\d{1,4}([ T]\d{1,2}:\d{2}.*)?$")
 _ZONE_STEP_SECONDS = 15 * 60
 _MAX_ZONE_SHIFT_SECONDS = 14 * 3600
+# The tenant id is shared by every item of a list: never an item's identity (other
+# references, such as a workflow's job_id, are skipped by the uniqueness check).
+_REFERENCE_KEYS = frozenset({"subscription_id"})
 
 
 class _Stop(Exception):
@@ -362,7 +365,7 @@ def _identity_key(legacy: list[Any], new: list[Any]) -> str | None:
     if not isinstance(sample, dict):
         return None
     for key in sample:
-        if not (key.endswith("_id") or key in ("UserId", "id")):
+        if not (key.endswith("_id") or key in ("UserId", "id")) or key in _REFERENCE_KEYS:
             continue
         if all(
             isinstance(item, dict) and isinstance(item.get(key), str | int)
