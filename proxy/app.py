@@ -1,0 +1,267 @@
+"""The proxy's ASGI application: route lookup, write fence, mode dispatch.
+
+Per request: one table lookup, one fence check for writes, then one of
+
+- legacy (every write outside ``new``, every unknown path, every WebSocket): streamed;
+- shadow read: legacy streams to the client; a sampled one is recorded and handed to the
+  comparator with the new-side handler as the other side;
+- canary read: the tenant's stable bucket picks the side; the other side is sampled;
+- new: the new-side handler answers; a sampled read is compared with legacy (writes are
+  never replayed on the other side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.canary import in_canary
+from proxy.fence import FenceBoard
+from proxy.forward import (
+    Capture,
+    ClientGone,
+    LegacyForwarder,
+    envelope_response,
+    read_body,
+)
+from proxy.headers import UpstreamHeaders, upstream_headers
+from proxy.metrics import ProxyMetrics
+from proxy.reload import TableHolder
+from proxy.table import UNROUTED, Route
+from proxy.websocket import WebSocketForwarder
+from strangler.exchange import NewSideHandler, RecordedRequest, RecordedResponse, ShadowSink
+from strangler.tokens import InvalidToken, caller_from_authorization
+
+__all__ = ["Limits", "ProxyApp"]
+
+log = logging.getLogger("proxy.app")
+
+
+@dataclass(frozen=True)
+class Limits:
+    # A sampled exchange bigger than this is not recorded (and is counted as too_large).
+    max_sample_bytes: int = 1024 * 1024
+    # A request a new-side handler serves is read whole; bigger ones get 413.
+    max_new_side_body: int = 10 * 1024 * 1024
+
+
+class ProxyApp:
+    def __init__(
+        self,
+        tables: TableHolder,
+        fences: FenceBoard,
+        legacy: LegacyForwarder,
+        websockets: WebSocketForwarder,
+        sink: ShadowSink,
+        metrics: ProxyMetrics,
+        jwt_secret: str,
+        limits: Limits = Limits(),
+        sample: Callable[[], float] = random.random,
+    ) -> None:
+        self.tables = tables
+        self.fences = fences
+        self.legacy = legacy
+        self.websockets = websockets
+        self.sink = sink
+        self.metrics = metrics
+        self._secret = jwt_secret
+        self._limits = limits
+        self._sample = sample
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":  # resources are managed by the server (proxy.server)
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        table = self.tables.current  # this request keeps this table even if a reload happens
+        client = scope.get("client")
+        headers = upstream_headers(scope["headers"], client[0] if client else None, scope["scheme"])
+        route = table.lookup(scope["method"], scope["path"])
+        entity, mode, origin = UNROUTED, "legacy", "legacy"
+        try:
+            if route is None:
+                status = await self.legacy.stream(scope, receive, send, headers)
+            else:
+                plan = route.entity
+                entity, mode = plan.name, plan.mode
+                retry_after = (
+                    self.fences.retry_after(plan, table.fence_retry_after)
+                    if route.is_write
+                    else None
+                )
+                if retry_after is not None:
+                    origin = "proxy"
+                    self.metrics.fenced_writes.labels(entity).inc()
+                    status = await envelope_response(
+                        send,
+                        503,
+                        f"{entity} is being switched over; retry in {retry_after} s",
+                        headers.request_id,
+                        [(b"retry-after", str(retry_after).encode())],
+                    )
+                else:
+                    status, origin = await self._dispatch(route, scope, receive, send, headers)
+        except ClientGone:
+            status, origin = 499, "proxy"  # nginx's code for "client closed the request"
+        self.metrics.observe(entity, mode, origin, status, time.perf_counter() - started)
+
+    async def _dispatch(
+        self, route: Route, scope: dict[str, Any], receive: Any, send: Any, hdrs: UpstreamHeaders
+    ) -> tuple[int, str]:
+        plan = route.entity
+        mode = plan.mode
+        if mode == "legacy" or (route.is_write and mode != "new"):
+            return await self.legacy.stream(scope, receive, send, hdrs), "legacy"
+        handler = route.handler
+        if handler is None:  # the validator prevents this; stay safe if it ever happens
+            return await self.legacy.stream(scope, receive, send, hdrs), "legacy"
+        sampled = not route.is_write and plan.sample_rate > 0 and self._sample() < plan.sample_rate
+        if mode == "shadow" or (mode == "canary" and not self._tenant_in_canary(scope, plan)):
+            if not sampled:
+                return await self.legacy.stream(scope, receive, send, hdrs), "legacy"
+            return await self._legacy_compared(route, handler, scope, receive, send, hdrs), "legacy"
+        return await self._serve_new(route, handler, scope, receive, send, hdrs, sampled), "new"
+
+    def _tenant_in_canary(self, scope: dict[str, Any], plan: Any) -> bool:
+        if plan.canary_threshold <= 0:
+            return False
+        authorization = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        try:
+            caller = caller_from_authorization(self._secret, authorization)
+        except InvalidToken:
+            return False  # legacy answers the 401, as it always did
+        return in_canary(caller.subscription_id, plan.canary_threshold)
+
+    async def _legacy_compared(
+        self,
+        route: Route,
+        handler: NewSideHandler,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        hdrs: UpstreamHeaders,
+    ) -> int:
+        capture = Capture(self._limits.max_sample_bytes)
+        started = time.perf_counter()
+        status = await self.legacy.stream(scope, receive, send, hdrs, capture)
+        if capture.too_large:
+            self.metrics.shadow.labels(route.entity.name, "too_large").inc()
+            return status
+        if capture.status == 0:
+            return status  # legacy did not answer: nothing to compare
+        request = _recorded_request(scope, hdrs, b"".join(capture.request_body))
+        primary = RecordedResponse(
+            status=capture.status,
+            headers=capture.response_headers,
+            body=b"".join(capture.response_body),
+            side="legacy",
+            elapsed=time.perf_counter() - started,
+        )
+        self._submit(route, request, primary, _timed_new_side(handler, request))
+        return status
+
+    async def _serve_new(
+        self,
+        route: Route,
+        handler: NewSideHandler,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        hdrs: UpstreamHeaders,
+        sampled: bool,
+    ) -> int:
+        body = await read_body(receive, self._limits.max_new_side_body)
+        if body is None:
+            return await envelope_response(send, 413, "Request body too large", hdrs.request_id)
+        request = _recorded_request(scope, hdrs, body)
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except Exception:
+            # A handler bug must not take the connection down; it is logged and counted.
+            log.exception(
+                "request %s: new-side handler for %s failed", hdrs.request_id, route.endpoint
+            )
+            self.metrics.upstream_error("new", "handler_error")
+            return await envelope_response(send, 500, "Internal server error", hdrs.request_id)
+        response = dataclasses.replace(response, side="new", elapsed=time.perf_counter() - started)
+        out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        if not any(k.lower() == b"x-request-id" for k, _ in out):
+            out.append((b"x-request-id", hdrs.request_id.encode("ascii")))
+        if not any(k.lower() == b"content-length" for k, _ in out):
+            out.append((b"content-length", str(len(response.body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        await send({"type": "http.response.body", "body": response.body})
+        if sampled:
+            self._submit(route, request, response, lambda: self.legacy.record(request))
+        return response.status
+
+    def _submit(
+        self,
+        route: Route,
+        request: RecordedRequest,
+        primary: RecordedResponse,
+        other: Callable[[], Awaitable[RecordedResponse]],
+    ) -> None:
+        entity = route.entity.name
+        try:
+            accepted = self.sink.submit(entity, route.endpoint, request, primary, other)
+        except Exception:  # the comparator must never fail a client's request
+            log.exception("shadow sink failed on %s", route.endpoint)
+            accepted = False
+        self.metrics.shadow.labels(entity, "submitted" if accepted else "dropped").inc()
+
+    # --- WebSocket ---------------------------------------------------------------------------
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Every WebSocket goes to legacy in every mode (the realtime fan-out moves later).
+        self.metrics.websockets.inc()
+        try:
+            await self.websockets.forward(scope, receive, send)
+        finally:
+            self.metrics.websockets.dec()
+
+
+def _recorded_request(scope: dict[str, Any], hdrs: UpstreamHeaders, body: bytes) -> RecordedRequest:
+    return RecordedRequest(
+        method=scope["method"],
+        path=scope["path"],
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=tuple(hdrs.headers),
+        body=body,
+        request_id=hdrs.request_id,
+    )
+
+
+def _timed_new_side(
+    handler: NewSideHandler, request: RecordedRequest
+) -> Callable[[], Awaitable[RecordedResponse]]:
+    async def call() -> RecordedResponse:
+        started = time.perf_counter()
+        response = await handler(request)
+        return dataclasses.replace(response, side="new", elapsed=time.perf_counter() - started)
+
+    return call

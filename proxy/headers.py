@@ -1,0 +1,135 @@
+"""Pure header transformations between the client and the upstream (RFC 9110 section 7.6.1).
+
+Hop-by-hop headers (and any header the client's ``Connection`` names) are not forwarded in
+either direction; ``Host`` becomes the upstream's; ``X-Forwarded-For`` gets the client's
+address appended; ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are set unless a proxy in
+front already set them; ``X-Request-Id`` is passed through (when sane) or created, and is
+returned to the client.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "HOP_BY_HOP",
+    "REQUEST_ID",
+    "UpstreamHeaders",
+    "downstream_headers",
+    "upstream_headers",
+]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by the WebSocket handshake on each hop; the upstream client makes its own.
+_WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-accept",
+    }
+)
+REQUEST_ID = b"x-request-id"
+_SANE_REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,200}$")
+RawHeaders = Iterable[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHeaders:
+    headers: list[tuple[str, str]]
+    request_id: str
+    has_body: bool
+    host: str
+
+
+def _connection_tokens(raw: RawHeaders) -> frozenset[bytes]:
+    named: set[bytes] = set()
+    for key, value in raw:
+        if key.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(named)
+
+
+def upstream_headers(
+    raw: list[tuple[bytes, bytes]],
+    client_ip: str | None,
+    scheme: str,
+    websocket: bool = False,
+) -> UpstreamHeaders:
+    """The headers to send upstream for a client request's raw (ASGI) headers."""
+    drop = HOP_BY_HOP | _connection_tokens(raw)
+    if websocket:
+        drop = drop | _WEBSOCKET_HANDSHAKE | {b"sec-websocket-protocol"}
+    out: list[tuple[str, str]] = []
+    request_id = ""
+    host = ""
+    forwarded_for = ""
+    has_proto = has_host = has_body = False
+    for key, value in raw:
+        # ASGI servers give lowercase names; HTTP/2 or other servers may not.
+        name = key.lower()
+        if name in drop:
+            if name == b"transfer-encoding":
+                has_body = True
+            continue
+        if name == b"host":
+            host = value.decode("latin-1")
+            continue
+        if name == REQUEST_ID:
+            if _SANE_REQUEST_ID.match(value):
+                request_id = value.decode("ascii")
+            continue
+        if name == b"x-forwarded-for":
+            forwarded_for = value.decode("latin-1")
+            continue
+        if name == b"content-length":
+            has_body = value.strip() not in (b"", b"0")
+        elif name == b"x-forwarded-proto":
+            has_proto = True
+        elif name == b"x-forwarded-host":
+            has_host = True
+        out.append((key.decode("latin-1"), value.decode("latin-1")))
+    if client_ip:
+        forwarded_for = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
+    if forwarded_for:
+        out.append(("X-Forwarded-For", forwarded_for))
+    if not has_proto:
+        out.append(("X-Forwarded-Proto", "wss" if scheme == "wss" else scheme))
+    if not has_host and host:
+        out.append(("X-Forwarded-Host", host))
+    request_id = request_id or uuid.uuid4().hex
+    out.append(("X-Request-Id", request_id))
+    return UpstreamHeaders(out, request_id, has_body, host)
+
+
+def downstream_headers(raw: RawHeaders, request_id: str) -> list[tuple[bytes, bytes]]:
+    """The upstream response's headers as sent to the client (duplicates such as several
+    ``Set-Cookie`` kept, in order)."""
+    out: list[tuple[bytes, bytes]] = []
+    named = _connection_tokens(raw)
+    has_request_id = False
+    for key, value in raw:
+        name = key.lower()
+        if name in HOP_BY_HOP or name in named:
+            continue
+        if name == REQUEST_ID:
+            has_request_id = True
+        out.append((key, value))
+    if not has_request_id:
+        out.append((REQUEST_ID, request_id.encode("ascii")))
+    return out
