@@ -10,12 +10,17 @@ Nothing is dropped silently: a line that is not a valid Extended JSON object, a
 document the store refuses, an unknown or duplicated file each becomes a
 :class:`LoadProblem` (file, line, reason) while the rest keeps loading, and the
 CLI exits non-zero when :attr:`LoadSummary.problems` is not empty.
+
+Files are read and written synchronously: loading and dumping are batch
+commands that own their event loop, and the store calls in between are what
+the loop waits on.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -94,6 +99,12 @@ class LoadSummary:
         return lines
 
 
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):  # its own line number counts from the element
+        return f"not Extended JSON: {exc.msg} (column {exc.colno})"
+    return f"not Extended JSON: {exc}"
+
+
 def _decoder() -> json.JSONDecoder:
     def hook(pairs: list[tuple[str, Any]]) -> Any:
         return json_util.object_pairs_hook(pairs, _READ_OPTIONS)
@@ -163,13 +174,30 @@ def _read_lines(
             try:
                 value = decoder.decode(text)
             except _DECODE_ERRORS as exc:
-                yield number, LoadProblem(path.name, number, f"not Extended JSON: {exc}")
+                yield number, LoadProblem(path.name, number, _reason(exc))
                 continue
             if not isinstance(value, dict):
                 kind = type(value).__name__
                 yield number, LoadProblem(path.name, number, f"a {kind}, not a document")
                 continue
             yield number, value
+
+
+_LINE_WITH_OBJECT = re.compile(r"^([ \t]*),?[ \t]*\{", re.MULTILINE)
+
+
+def _next_element(text: str, failed_at: int) -> int:
+    """Where the element after a broken one starts: the next line that opens an
+    object no deeper than the broken element did (nested objects of a
+    pretty-printed array sit deeper), else the closing bracket."""
+    column = failed_at - (text.rfind("\n", 0, failed_at) + 1)
+    next_line = text.find("\n", failed_at)
+    if next_line >= 0:
+        for match in _LINE_WITH_OBJECT.finditer(text, next_line + 1):
+            if len(match.group(1)) <= column:
+                return match.start()
+    closing = text.rfind("]")
+    return closing if closing > failed_at else len(text)
 
 
 def _read_array(
@@ -201,9 +229,10 @@ def _read_array(
         try:
             value, stop = decoder.raw_decode(text, position)
         except _DECODE_ERRORS as exc:
-            yield line, LoadProblem(path.name, line, f"not Extended JSON: {exc}")
-            resume = text.find("\n", position)
-            stop = end if resume < 0 else resume
+            # a syntax error knows its own line; a bad value ($date, $oid) is on the element's
+            where = exc.lineno if isinstance(exc, json.JSONDecodeError) else line
+            yield line, LoadProblem(path.name, where, _reason(exc))
+            stop = _next_element(text, position)
         else:
             if isinstance(value, dict):
                 yield line, value
