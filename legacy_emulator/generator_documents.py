@@ -9,20 +9,18 @@ workflow that is not checked out has no ``checked_out_by``) is stored as
 
 from __future__ import annotations
 
-import json
 import random
 from datetime import datetime, timedelta
 from typing import Any
 
+from legacy_emulator.generator_diagram import DOMAINS, OBJECTS
 from legacy_emulator.generator_scales import ANCHOR, moment_between
 
 __all__ = [
     "CONNECTOR_TYPES",
-    "Diagram",
     "account",
     "activity",
     "connector",
-    "diagram",
     "group",
     "job_run",
     "role",
@@ -45,8 +43,6 @@ _COMPANY_A = "Acme Blue Cedar Delta Ember Fjord Granite Harbor Iris Juniper Kest
 _COMPANY_B = (
     "Analytics Logistics Retail Health Energy Foods Bank Media Labs Systems Freight".split()
 )
-_DOMAINS = "Sales Finance Marketing Ops Supply Risk HR Product Billing Growth Claims".split()
-_OBJECTS = "orders customers invoices shipments events payments leads stock claims ledger".split()
 _VERBS = "Load Sync Clean Merge Aggregate Export Enrich Dedupe Score Archive".split()
 _OFFSETS = ("+00:00", "+01:00", "+02:00", "+05:30", "+08:00", "+09:00", "-05:00", "-08:00")
 _AGENTS = (
@@ -136,7 +132,7 @@ def group(
     created_by: str,
     created_at: datetime,
 ) -> Document:
-    name = f"{rng.choice(_DOMAINS)} {rng.choice(('Team', 'Engineers', 'Analysts', 'Leads'))}"
+    name = f"{rng.choice(DOMAINS)} {rng.choice(('Team', 'Engineers', 'Analysts', 'Leads'))}"
     return {
         "group_id": group_id,
         "subscription_id": subscription_id,
@@ -179,8 +175,8 @@ def connector(
     detail: dict[str, Any] = {
         "host": host,
         "port": port,
-        "database": rng.choice(_OBJECTS) + "_db",
-        "username": f"svc_{rng.choice(_DOMAINS).lower()}",
+        "database": rng.choice(OBJECTS) + "_db",
+        "username": f"svc_{rng.choice(DOMAINS).lower()}",
         "password": _secret(rng, rng.randint(12, 24)),  # plain text, as legacy stores it
     }
     for key in extra_keys:
@@ -191,7 +187,7 @@ def connector(
         "subscription_id": subscription_id,
         "connector_name": name,
         "connector_type": kind,
-        "description": f"{kind} connection for {rng.choice(_DOMAINS)}",
+        "description": f"{kind} connection for {rng.choice(DOMAINS)}",
         "connection_detail": detail,
         "is_active": rng.random() < 0.9,
         "test_status": rng.choices(("success", "failed"), (85, 15))[0] if tested else "untested",
@@ -211,9 +207,9 @@ def _extra_key_value(rng: random.Random, key: str) -> Any:
         "account": f"uzo{rng.randrange(1000, 9999)}",
         "warehouse": rng.choice(("COMPUTE_WH", "ETL_WH", "REPORTING_WH")),
         "role": rng.choice(("SYSADMIN", "ETL_ROLE")),
-        "bucket": f"uzo-{rng.choice(_OBJECTS)}-{rng.randrange(100, 999)}",
+        "bucket": f"uzo-{rng.choice(OBJECTS)}-{rng.randrange(100, 999)}",
         "region": rng.choice(("eu-west-1", "us-east-1", "ap-south-1")),
-        "prefix": f"{rng.choice(_OBJECTS)}/",
+        "prefix": f"{rng.choice(OBJECTS)}/",
         "auth_source": "admin",
         "replica_set": rng.choice(("rs0", None)),
         "instance": "MSSQLSERVER",
@@ -222,108 +218,6 @@ def _extra_key_value(rng: random.Random, key: str) -> Any:
         "cluster_id": f"redshift-{rng.randrange(1, 9)}",
     }
     return values[key]
-
-
-class Diagram:
-    """A workflow's node graph; ``text()`` is the JSON string legacy stores."""
-
-    __slots__ = ("edges", "nodes")
-
-    def __init__(self, nodes: list[Document], edges: list[Document]) -> None:
-        self.nodes = nodes
-        self.edges = edges
-
-    def text(self) -> str:
-        return json.dumps({"nodes": self.nodes, "edges": self.edges}, separators=(",", ":"))
-
-    def previous(self) -> Diagram:
-        """The diagram one edit earlier: the last node not yet added."""
-        if len(self.nodes) < 2:
-            return self
-        gone = self.nodes[-1]["id"]
-        return Diagram(
-            self.nodes[:-1], [e for e in self.edges if gone not in (e["source"], e["target"])]
-        )
-
-
-def diagram(
-    rng: random.Random, connector_ids: list[str], size: int | None = None, wide: bool = False
-) -> Diagram:
-    """A layered data flow: sources -> transforms and filters -> joins -> targets.
-
-    ``size`` is the number of nodes (dozens unless given); ``wide`` adds long
-    configuration text, as the oversized diagrams of old workspaces have.
-    """
-    count = size if size is not None else rng.randint(12, 48)
-    sources = max(1, count // 6)
-    targets = max(1, count // 10)
-    joins = max(1, count // 8)
-    middle = max(1, count - sources - targets - joins)
-    layers = [("source", sources), ("middle", middle), ("join", joins), ("target", targets)]
-    nodes: list[Document] = []
-    edges: list[Document] = []
-    previous_layer: list[str] = []
-    number = 0
-    for column, (kind, how_many) in enumerate(layers):
-        layer: list[str] = []
-        for row in range(how_many):
-            number += 1
-            node_type = (
-                rng.choice(("transform", "filter", "aggregate", "lookup"))
-                if (kind == "middle")
-                else kind
-            )
-            node_id = f"n{number}"
-            nodes.append(
-                {
-                    "id": node_id,
-                    "type": node_type,
-                    "label": f"{node_type.title()} {rng.choice(_OBJECTS)}",
-                    "position": {"x": 120 + column * 260, "y": 80 + row * 110},
-                    "config": _node_config(rng, node_type, connector_ids, wide),
-                }
-            )
-            layer.append(node_id)
-            if previous_layer:
-                edges.append(
-                    {
-                        "id": f"e{len(edges) + 1}",
-                        "source": rng.choice(previous_layer),
-                        "target": node_id,
-                    }
-                )
-        previous_layer = layer
-    return Diagram(nodes, edges)
-
-
-def _node_config(
-    rng: random.Random, node_type: str, connector_ids: list[str], wide: bool
-) -> Document:
-    table = f"{rng.choice(_DOMAINS).lower()}.{rng.choice(_OBJECTS)}"
-    config: Document
-    if node_type == "source":
-        config = {"connector_id": rng.choice(connector_ids), "table": table, "incremental": True}
-    elif node_type == "target":
-        config = {
-            "connector_id": rng.choice(connector_ids),
-            "table": table,
-            "write_mode": rng.choice(("append", "upsert", "overwrite")),
-        }
-    elif node_type == "filter":
-        config = {"condition": f"{rng.choice(_OBJECTS)}_amount > {rng.randrange(0, 1000)}"}
-    elif node_type == "join":
-        config = {"join_type": rng.choice(("inner", "left")), "left_key": "id", "right_key": "id"}
-    elif node_type == "aggregate":
-        config = {"group_by": ["region", "day"], "measures": {"total": "sum(amount)"}}
-    elif node_type == "lookup":
-        config = {"table": table, "key": "customer_id", "cache": rng.random() < 0.5}
-    else:
-        config = {"expressions": {f"col_{i}": f"upper(col_{i})" for i in range(rng.randint(1, 4))}}
-    if wide:
-        config["sql"] = " UNION ALL ".join(
-            f"SELECT * FROM {table}_{part:03d} WHERE batch_id = {part}" for part in range(30)
-        )
-    return config
 
 
 def workflow(
@@ -340,7 +234,7 @@ def workflow(
     """``ids`` holds workflow_id, workspace_id, folder_id, job_id and subscription_id."""
     checked_out = rng.random() < 0.08
     updated_at = _after(rng, created_at)
-    emails = [f"alerts+{rng.choice(_DOMAINS).lower()}@uzo.example"]
+    emails = [f"alerts+{rng.choice(DOMAINS).lower()}@uzo.example"]
     return {
         "workflow_id": ids["workflow_id"],
         "workspace_id": ids["workspace_id"],
@@ -486,8 +380,8 @@ def activity(
 
 
 def workflow_name(rng: random.Random) -> str:
-    return f"{rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.randrange(1, 1000)}"
+    return f"{rng.choice(_VERBS)} {rng.choice(OBJECTS)} {rng.randrange(1, 1000)}"
 
 
 def workspace_name(rng: random.Random) -> str:
-    return f"{rng.choice(_DOMAINS)} {rng.choice(('Data', 'Pipelines', 'Reporting', 'Lake'))}"
+    return f"{rng.choice(DOMAINS)} {rng.choice(('Data', 'Pipelines', 'Reporting', 'Lake'))}"

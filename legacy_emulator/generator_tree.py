@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from legacy_emulator import generator_documents as docs
+from legacy_emulator.generator_diagram import Diagram, diagram
 from legacy_emulator.generator_dirt import Dirt, FieldSpec
 from legacy_emulator.generator_plan import (
     ARCHIVE_JOBS,
@@ -230,9 +231,9 @@ def _fill_job(
             name = rng.choice(names)
         names.append(name)
         if wide:
-            drawing = docs.diagram(rng, tenant.connector_ids, size=60, wide=True)
+            drawing = diagram(rng, tenant.connector_ids, size=60, wide=True)
         else:
-            drawing = docs.diagram(rng, tenant.connector_ids)
+            drawing = diagram(rng, tenant.connector_ids)
         text = drawing.text()
         created_at = early(rng, job["created_at"], ANCHOR - timedelta(days=3))
         deleted = wide or _deleted(rng, 0.03)
@@ -288,7 +289,7 @@ def _fill_job(
                 "workflow_id": mint("wf_"),
                 "workflow_name": docs.workflow_name(rng),
                 "d_flag": False,
-                "workFlowDiagram": docs.diagram(rng, tenant.connector_ids, size=12).text(),
+                "workFlowDiagram": diagram(rng, tenant.connector_ids, size=12).text(),
             }
         )
 
@@ -298,7 +299,7 @@ def _history(
     mint: IdMint,
     dirt: Dirt,
     document: Document,
-    drawing: docs.Diagram,
+    drawing: Diagram,
     backups: int,
 ) -> Iterator[tuple[str, Document]]:
     """The check-out/check-in pairs that raised the version, and the backup copies."""
