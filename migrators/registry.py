@@ -11,7 +11,11 @@ from strangler.errors import DataError
 __all__ = ["SPEC_MODULES", "SpecRegistry", "UnknownEntity", "default_registry"]
 
 # Each module exposes SPECS: tuple[EntitySpec, ...]; order is migration order.
-SPEC_MODULES: tuple[str, ...] = ()
+SPEC_MODULES: tuple[str, ...] = (
+    "migrators.entities.accounts",
+    "migrators.entities.users",
+    "migrators.entities.connectors",
+)
 
 
 class UnknownEntity(DataError):

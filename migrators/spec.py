@@ -25,7 +25,9 @@ __all__ = [
     "MappingContext",
     "Note",
     "Quarantined",
+    "Reference",
     "Row",
+    "UniqueName",
 ]
 
 Document = dict[str, Any]
@@ -59,14 +61,48 @@ class Quarantined:
 
 @dataclass(frozen=True)
 class MappingContext:
-    """What a pure mapping may use from outside."""
+    """What a pure mapping may use from outside.
 
-    # Encrypts a secret: plaintext bytes -> (ciphertext, key id).
-    seal: Callable[[bytes], tuple[bytes, str]] | None = None
-    # Decrypts for the reverse direction: (ciphertext, key id) -> plaintext bytes.
-    open: Callable[[bytes, str], bytes] | None = None
+    ``seal`` and ``open`` take the associated data that binds a ciphertext to
+    its row (``migrators.crypto.associated_data``), so that a ciphertext copied
+    onto another row no longer opens; ``migrators.crypto.SecretBox.context()``
+    builds a context with both.
+    """
+
+    # Encrypts a secret: (plaintext, associated data) -> (ciphertext, key id).
+    seal: Callable[[bytes, bytes], tuple[bytes, str]] | None = None
+    # Decrypts for the reverse direction: (ciphertext, key id, associated data) -> plaintext.
+    open: Callable[[bytes, str, bytes], bytes] | None = None
     # The moment the mapping is run, for fields the legacy document lacks.
     now: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UniqueName:
+    """A column the target keeps unique among live rows (a partial unique index) where
+    legacy holds duplicates. The writer resolves a clash the same way whatever order the
+    rows arrive in: the row created first (then the smaller legacy id) keeps the value; the
+    others get ``value [legacy id]`` and the value as found is kept in
+    ``extra["$renamed"][column]`` so that ``to_document`` still gives the legacy value."""
+
+    column: str  # e.g. "connector_name"
+    scope: tuple[str, ...] = ("subscription_id",)
+    fold_case: bool = False  # the index is on lower(column)
+    live: str = "TRUE"  # SQL predicate of the partial index over the table's columns
+    order_by: str = "created_at"  # the earliest keeps the value
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A column that names a row of another table which may be missing (kept, reported)."""
+
+    column: str  # e.g. "created_by"
+    table: str  # e.g. "users"
+    target_column: str  # e.g. "user_id"
+    kind: str  # the Note kind reported, e.g. "dangling_created_by"
+    # A required reference that matches nothing cannot be kept (a foreign key wants it):
+    # the document is quarantined with ``kind`` as the reason instead of noted.
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,3 +120,16 @@ class EntitySpec:
     # Legacy fields that verify compares (after normalization); all mapped fields if empty.
     compared_fields: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The schema.keys entity whose row_key() names the first table's rows ("connector").
+    key_entity: str = ""
+    # The first table's column holding the legacy id ("connector_id").
+    legacy_id_column: str = ""
+    # The legacy document in normalized form: what to_document(map_document(doc)) gives.
+    # Verify compares MongoDB documents through it; the round-trip tests check both agree.
+    normalize: Callable[[Document], Document] | None = None
+    # The document as it may be stored outside MongoDB (the quarantine): secrets sealed.
+    seal_document: Callable[[Document, MappingContext], Document] | None = None
+    # The document as it may be shown (reports, verify output): secrets and hashes masked.
+    redact: Callable[[Document], Document] | None = None
+    unique_names: tuple[UniqueName, ...] = ()
+    references: tuple[Reference, ...] = ()

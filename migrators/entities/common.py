@@ -1,0 +1,194 @@
+"""Field tables shared by the entity specs: read dirty legacy values into columns and back.
+
+An entity declares its legacy fields once, each with a kind; three pure
+functions follow from that table:
+
+* :func:`read_fields` -- document -> column values, the ``extra`` jsonb and notes;
+* :func:`write_fields` -- column values and ``extra`` -> the legacy fields;
+* :func:`normalize_fields` -- the legacy document in normalized form, written
+  independently of the two above so that the round-trip tests can hold them to it.
+
+Normalized form: every declared field present (missing is ``None``, as the API
+renders it); datetimes as naive UTC ``datetime`` at millisecond precision (what
+PyMongo returns for a BSON date), whatever form they were stored in; booleans
+stored as strings read as booleans; ``_id`` left out; unknown fields kept.
+
+A value that cannot be read as its kind (a datetime in no known format, a
+``plan_type`` outside the schema's list) is never dropped: its column stays
+NULL and the value as found goes to ``extra["$unreadable"]``, from where
+``write_fields`` gives it back; the document is migrated with a note.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import json_util
+from bson.json_util import DatetimeConversion, JSONMode, JSONOptions
+
+from migrators.spec import Document, Note
+from strangler.contract import DirtyValue, is_deleted, parse_legacy_datetime
+
+__all__ = [
+    "UNREADABLE",
+    "Field",
+    "from_json",
+    "naive_utc",
+    "normalize_fields",
+    "read_fields",
+    "to_json",
+    "write_fields",
+]
+
+UNREADABLE = "$unreadable"
+RENAMED = "$renamed"
+_RESERVED = (UNREADABLE, RENAMED)
+_JSON_OPTIONS = JSONOptions(
+    json_mode=JSONMode.RELAXED,
+    tz_aware=False,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A legacy field and the column it goes to.
+
+    kind: ``text``, ``datetime``, ``bool``, ``flag`` (``d_flag``: read with
+    ``strangler.contract.is_deleted``, missing is false) or ``enum`` (one of
+    ``choices``, else unreadable).
+    """
+
+    name: str
+    column: str
+    kind: str = "text"
+    choices: tuple[str, ...] = ()
+
+
+def to_json(value: Any) -> Any:
+    """Any BSON value as plain JSON (relaxed Extended JSON: dates and ObjectIds survive)."""
+    return json.loads(json_util.dumps(value, json_options=_JSON_OPTIONS))
+
+
+def from_json(value: Any) -> Any:
+    return json_util.loads(json.dumps(value), json_options=_JSON_OPTIONS)
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """An aware (or naive UTC) datetime as PyMongo returns BSON dates: naive UTC, ms."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _read(value: Any, spec: Field) -> Any:
+    if spec.kind == "flag":
+        return is_deleted(value)
+    if value is None:
+        return None
+    if spec.kind == "datetime":
+        try:
+            return parse_legacy_datetime(value)
+        except DirtyValue:
+            raise _Unreadable from None
+    if spec.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise _Unreadable
+    if spec.kind == "enum":
+        if value in spec.choices:
+            return value
+        raise _Unreadable
+    if isinstance(value, str):
+        return value
+    raise _Unreadable
+
+
+def read_fields(
+    document: Mapping[str, Any], fields: tuple[Field, ...], handled: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any], list[Note]]:
+    """Columns, ``extra`` (unknown fields and unreadable values) and notes of a document.
+
+    ``handled`` names fields the entity maps itself: they are left out of ``extra``.
+    """
+    columns: dict[str, Any] = {}
+    unreadable: dict[str, Any] = {}
+    notes: list[Note] = []
+    for spec in fields:
+        value = document.get(spec.name)
+        try:
+            columns[spec.column] = _read(value, spec)
+        except _Unreadable:
+            columns[spec.column] = None
+            unreadable[spec.name] = to_json(value)
+            notes.append(Note("unreadable_value", f"{spec.name} kept as found: {value!r:.60}"))
+    declared = {spec.name for spec in fields} | set(handled)
+    extra = {k: to_json(v) for k, v in document.items() if k not in declared and k != "_id"}
+    for key in _RESERVED:
+        extra.pop(key, None)
+    if unreadable:
+        extra[UNREADABLE] = unreadable
+    return columns, extra, notes
+
+
+def write_fields(
+    row: Mapping[str, Any], fields: tuple[Field, ...], extra: Mapping[str, Any]
+) -> Document:
+    """The legacy fields back from a row (normalized form)."""
+    unreadable = extra.get(UNREADABLE, {})
+    renamed = extra.get(RENAMED, {})
+    document: Document = {}
+    for spec in fields:
+        if spec.name in unreadable:
+            document[spec.name] = from_json(unreadable[spec.name])
+            continue
+        value = renamed.get(spec.column, row.get(spec.column))
+        if isinstance(value, datetime):
+            value = naive_utc(value)
+        document[spec.name] = value
+    for key, value in extra.items():
+        if key not in _RESERVED:
+            document[key] = from_json(value)
+    return document
+
+
+def normalize_fields(
+    document: Mapping[str, Any], fields: tuple[Field, ...], handled: tuple[str, ...] = ()
+) -> Document:
+    """The normalized form of a legacy document (see the module docstring)."""
+    normalized: Document = {}
+    for spec in fields:
+        value = document.get(spec.name)
+        if spec.kind == "flag":
+            value = is_deleted(value)
+        elif spec.kind == "datetime":
+            try:
+                moment = parse_legacy_datetime(value)
+            except DirtyValue:  # kept as found
+                value = from_json(to_json(value))
+            else:
+                value = None if moment is None else naive_utc(moment)
+        elif spec.kind == "bool" and isinstance(value, str):
+            lowered = value.strip().lower()
+            value = lowered == "true" if lowered in ("true", "false") else value
+        normalized[spec.name] = value
+    declared = {spec.name for spec in fields} | set(handled)
+    for key, value in document.items():
+        if key not in declared and key != "_id" and key not in _RESERVED:
+            normalized[key] = from_json(to_json(value))
+    return normalized
+
+
+def json_value(value: Any) -> Any:
+    """A jsonb column as read back: asyncpg gives JSON text unless a codec decodes it."""
+    return json.loads(value) if isinstance(value, str) else value

@@ -1,0 +1,191 @@
+"""A batch of rows COPYed into a staging table, and the set-based SQL the writer runs on it.
+
+One temporary table per target table and connection (``strangler_stage_<table>``,
+``LIKE`` the target, ``ON COMMIT DELETE ROWS``): created on first use, emptied
+by every commit, so a batch costs one COPY and a handful of statements however
+many rows it holds. Table and column names come from specs and the catalog,
+never from data; values only travel as COPY data or bind parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from migrators.spec import Reference, Row, UniqueName
+
+__all__ = ["StagedTable", "stage_rows"]
+
+_JSON_TYPES = {"json", "jsonb"}
+_column_types: dict[str, dict[str, str]] = {}
+
+
+async def _types(conn: asyncpg.Connection, table: str) -> dict[str, str]:
+    known = _column_types.get(table)
+    if known is None:
+        records = await conn.fetch(
+            """SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+               WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped""",
+            table,
+        )
+        known = _column_types[table] = {r["attname"]: r["type"] for r in records}
+    return known
+
+
+def _encode(value: Any, type_name: str) -> Any:
+    if value is None:
+        return None
+    if type_name in _JSON_TYPES:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if type_name == "uuid" and not isinstance(value, uuid.UUID):
+        return uuid.UUID(str(value))
+    return value
+
+
+@dataclass
+class StagedTable:
+    table: str
+    stage: str
+    columns: tuple[str, ...]
+    count: int
+    applied_ids: set[str] = field(default_factory=set)
+
+    def _list(self, prefix: str = "") -> str:
+        return ", ".join(f"{prefix}{column}" for column in self.columns)
+
+    async def drop_stale(self, conn: asyncpg.Connection, entity: str, legacy: str) -> None:
+        """Forget staged rows whose stored row or tombstone is as new or newer."""
+        await conn.execute(
+            f"""DELETE FROM {self.stage} AS s USING {self.table} AS t
+                WHERE t.id = s.id AND t.source_version >= s.source_version"""
+        )
+        await conn.execute(
+            f"""DELETE FROM {self.stage} AS s USING migration_tombstones AS d
+                WHERE d.entity = $1 AND d.legacy_id = s.{legacy}
+                  AND d.source_version >= s.source_version""",
+            entity,
+        )
+
+    async def drop_unreferenced(
+        self, conn: asyncpg.Connection, legacy: str, ref: Reference
+    ) -> list[tuple[str, Any]]:
+        """Remove (and return) staged rows whose required reference matches nothing."""
+        records = await conn.fetch(
+            f"""DELETE FROM {self.stage} AS s
+                WHERE NOT EXISTS (SELECT 1 FROM {ref.table} AS r
+                                  WHERE r.{ref.target_column} = s.{ref.column})
+                RETURNING s.{legacy} AS legacy_id, s.{ref.column} AS value"""
+        )
+        return [(r["legacy_id"], r["value"]) for r in records]
+
+    async def dangling(
+        self, conn: asyncpg.Connection, legacy: str, ref: Reference
+    ) -> list[tuple[str, Any]]:
+        records = await conn.fetch(
+            f"""SELECT s.{legacy} AS legacy_id, s.{ref.column} AS value FROM {self.stage} AS s
+                WHERE s.{ref.column} IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM {ref.table} AS r
+                                  WHERE r.{ref.target_column} = s.{ref.column})"""
+        )
+        return [(r["legacy_id"], r["value"]) for r in records]
+
+    async def resolve_unique(
+        self, conn: asyncpg.Connection, legacy: str, unique: UniqueName
+    ) -> list[tuple[str, Any]]:
+        """Rename the losers of each clash (staged or stored); return (legacy id, value)."""
+        col = unique.column
+        key = (lambda a: f"lower({a}.{col})") if unique.fold_case else (lambda a: f"{a}.{col}")
+        scope = " AND ".join(f"c.{s} = s.{s}" for s in unique.scope) or "TRUE"
+        scope_t = " AND ".join(f"s.{s} = t.{s}" for s in unique.scope) or "TRUE"
+
+        def rank(a: str) -> str:
+            return f"(coalesce({a}.{unique.order_by}, 'infinity'), {a}.{legacy})"
+
+        scope_cols = ", ".join(unique.scope)
+        candidates = f"""
+            SELECT id, {scope_cols}, {col}, {unique.order_by}, {legacy} FROM {self.stage}
+            WHERE {unique.live}
+            UNION ALL
+            SELECT id, {scope_cols}, {col}, {unique.order_by}, {legacy} FROM {self.table} AS t
+            WHERE {unique.live} AND NOT EXISTS (SELECT 1 FROM {self.stage} AS x WHERE x.id = t.id)
+        """
+        renamed = f"""{{a}}.{col} || ' [' || {{a}}.{legacy} || ']'"""
+        remember = (
+            "jsonb_set({a}.extra, '{{$renamed}}', coalesce({a}.extra -> '$renamed', "
+            f"'{{{{}}}}'::jsonb) || jsonb_build_object('{col}', {{a}}.{col}))"
+        )
+        staged = await conn.fetch(
+            f"""UPDATE {self.stage} AS s
+                SET {col} = {renamed.format(a="s")}, extra = {remember.format(a="s")}
+                WHERE s.id IN (
+                    SELECT s.id FROM {self.stage} AS s
+                    WHERE {unique.live}
+                      AND s.{col} IS NOT NULL
+                      AND EXISTS (SELECT 1 FROM ({candidates}) AS c
+                                  WHERE c.id <> s.id AND {scope} AND {key("c")} = {key("s")}
+                                    AND {rank("c")} < {rank("s")}))
+                RETURNING s.{legacy} AS legacy_id, s.extra -> '$renamed' ->> '{col}' AS value"""
+        )
+        stored = await conn.fetch(
+            f"""UPDATE {self.table} AS t
+                SET {col} = {renamed.format(a="t")}, extra = {remember.format(a="t")},
+                    synced_at = now()
+                WHERE t.id IN (
+                    SELECT t.id FROM {self.table} AS t
+                    WHERE {unique.live} AND t.{col} IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM {self.stage} AS x WHERE x.id = t.id)
+                      AND EXISTS (SELECT 1 FROM {self.stage} AS s
+                                  WHERE {scope_t} AND {key("s")} = {key("t")}
+                                    AND {rank("s")} < {rank("t")}
+                                    AND s.id IN (SELECT id FROM {self.stage} WHERE {unique.live})))
+                RETURNING t.{legacy} AS legacy_id, t.extra -> '$renamed' ->> '{col}' AS value"""
+        )
+        return [(r["legacy_id"], r["value"]) for r in [*staged, *stored]]
+
+    async def current_ids(self, conn: asyncpg.Connection, legacy: str) -> set[str]:
+        return {r[0] for r in await conn.fetch(f"SELECT {legacy} FROM {self.stage}")}
+
+    async def upsert(self, conn: asyncpg.Connection, guard_column: str | None) -> int:
+        """Insert new rows, replace older differing ones; return how many were written."""
+        updatable = [c for c in self.columns if c != "id"]
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*updatable, "source_version"])
+        guard = f"(t.{guard_column} IS NULL OR t.{guard_column} < EXCLUDED.{guard_column}) AND "
+        status = await conn.execute(
+            f"""INSERT INTO {self.table} AS t ({self._list()}, source_version, synced_at)
+                SELECT {self._list()}, source_version, now() FROM {self.stage}
+                ON CONFLICT (id) DO UPDATE SET {assignments}, synced_at = EXCLUDED.synced_at
+                WHERE {guard if guard_column else ""}
+                      ROW({self._list("t.")}) IS DISTINCT FROM ROW({self._list("EXCLUDED.")})"""
+        )
+        return int(status.split()[-1])
+
+
+async def stage_rows(
+    conn: asyncpg.Connection, table: str, rows: Sequence[tuple[int, Row]]
+) -> StagedTable:
+    """COPY ``(version, row)`` pairs into the table's staging table (inside a transaction)."""
+    types = await _types(conn, table)
+    columns = tuple(rows[0][1])
+    unknown = [c for c in columns if c not in types]
+    if unknown:
+        raise ValueError(f"rows for {table} name columns it does not have: {unknown}")
+    stage = f"strangler_stage_{table}"
+    await conn.execute(
+        f"""CREATE TEMP TABLE IF NOT EXISTS {stage}
+            (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+    )
+    column_types = [types[c] for c in columns]
+    records = []
+    for version, row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"rows for {table} do not all name the same columns")
+        values = [_encode(row[c], t) for c, t in zip(columns, column_types, strict=True)]
+        values.append(version)
+        records.append(values)
+    await conn.copy_records_to_table(stage, records=records, columns=[*columns, "source_version"])
+    return StagedTable(table, stage, columns, len(records))
