@@ -32,7 +32,13 @@ from shadow_compare.recorder import Recorder
 from shadow_compare.rules import RuleSet, load_rules
 from strangler.exchange import RecordedRequest, RecordedResponse
 
-__all__ = ["ShadowRunner", "build_runner", "normalize_endpoint"]
+__all__ = [
+    "ShadowRunner",
+    "build_runner",
+    "normalize_endpoint",
+    "reclassify_pair",
+    "settle_by_rereading",
+]
 
 log = logging.getLogger(__name__)
 
@@ -232,66 +238,124 @@ class ShadowRunner:
         """Call the other side, compare, and re-read a read whose differences may be noise."""
         other = await job.other()
         legacy, new = _orient(job.primary, other)
-        result = await self._compare(job, legacy, new)
-        if not (result.regressions() and is_read(job.endpoint) and self._rereads):
+        result = await self._offload(
+            legacy,
+            new,
+            partial(
+                compare_responses,
+                legacy,
+                new,
+                self.rules.for_entity(job.entity),
+                endpoint=job.endpoint,
+                request=job.request,
+            ),
+        )
+        if not (result.regressions() and is_read(job.endpoint)):
             return result
-        primary_is_legacy = job.primary.side != "new"
-        started = time.monotonic()
-        for attempt in range(self._rereads):
-            await asyncio.sleep(self._reread_delay * (2**attempt))
-            if job.primary_again is None:
-                other_again, primary_again = await job.other(), None
-            else:
-                other_again, primary_again = await asyncio.gather(job.other(), job.primary_again())
-            legacy_again, new_again = (
-                (primary_again, other_again) if primary_is_legacy else (other_again, primary_again)
-            )
-            result = await self._reclassify(
-                job, result, legacy, new, legacy_again, new_again, time.monotonic() - started
-            )
-            if not result.regressions():
-                break
-        return result
-
-    async def _compare(
-        self, job: _Job, legacy: RecordedResponse, new: RecordedResponse
-    ) -> CompareResult:
-        rules = self.rules.for_entity(job.entity)
-        call = partial(
-            compare_responses, legacy, new, rules, endpoint=job.endpoint, request=job.request
+        again_legacy, again_new = (
+            (job.other, job.primary_again)
+            if job.primary.side == "new"
+            else (job.primary_again, job.other)
         )
+
+        async def reclassify(
+            first: CompareResult,
+            legacy_again: RecordedResponse | None,
+            new_again: RecordedResponse | None,
+            waited: float,
+        ) -> CompareResult:
+            call = partial(
+                reclassify_pair,
+                self.rules,
+                job.entity,
+                job.endpoint,
+                job.request,
+                first,
+                legacy,
+                new,
+                legacy_again,
+                new_again,
+                waited,
+            )
+            return await self._offload(legacy, new, call)
+
+        return await settle_by_rereading(
+            result,
+            again_legacy=again_legacy,
+            again_new=again_new,
+            reclassify=reclassify,
+            rereads=self._rereads,
+            delay_seconds=self._reread_delay,
+        )
+
+    async def _offload(
+        self, legacy: RecordedResponse, new: RecordedResponse, call: Callable[[], CompareResult]
+    ) -> CompareResult:
+        """Small pairs are compared inline; large ones in a worker thread, off the loop."""
         if len(legacy.body) + len(new.body) <= INLINE_COMPARE_BYTES or self._executor is None:
             return call()
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def _reclassify(
-        self,
-        job: _Job,
-        first: CompareResult,
-        legacy: RecordedResponse,
-        new: RecordedResponse,
-        legacy_again: RecordedResponse | None,
-        new_again: RecordedResponse | None,
-        waited: float,
-    ) -> CompareResult:
-        rules = self.rules.for_entity(job.entity)
 
-        def compare(left: RecordedResponse, right: RecordedResponse) -> CompareResult:
-            return compare_responses(left, right, rules, endpoint=job.endpoint, request=job.request)
+def reclassify_pair(
+    rules: RuleSet,
+    entity: str,
+    endpoint: str,
+    request: RecordedRequest,
+    first: CompareResult,
+    legacy: RecordedResponse,
+    new: RecordedResponse,
+    legacy_again: RecordedResponse | None,
+    new_again: RecordedResponse | None,
+    waited: float,
+) -> CompareResult:
+    compiled = rules.for_entity(entity)
 
-        call = partial(
-            classify_rereads,
-            first,
-            legacy_first=legacy,
-            new_first=new,
-            legacy_again=legacy_again,
-            new_again=new_again,
-            compare=compare,
-            waited=waited,
-        )
-        if len(legacy.body) + len(new.body) <= INLINE_COMPARE_BYTES or self._executor is None:
-            return call()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    def compare(left: RecordedResponse, right: RecordedResponse) -> CompareResult:
+        return compare_responses(left, right, compiled, endpoint=endpoint, request=request)
+
+    return classify_rereads(
+        first,
+        legacy_first=legacy,
+        new_first=new,
+        legacy_again=legacy_again,
+        new_again=new_again,
+        compare=compare,
+        waited=waited,
+    )
+
+
+Reclassify = Callable[
+    [CompareResult, RecordedResponse | None, RecordedResponse | None, float],
+    Awaitable[CompareResult],
+]
+
+
+async def settle_by_rereading(
+    result: CompareResult,
+    *,
+    again_legacy: Call | None,
+    again_new: Call | None,
+    reclassify: Reclassify,
+    rereads: int,
+    delay_seconds: float,
+) -> CompareResult:
+    """Re-read (both sides at once, when both can be asked) until no regression is left
+    or the re-reads run out, with a doubling delay; each re-read reclassifies."""
+    started = time.monotonic()
+    for attempt in range(rereads):
+        if not result.regressions():
+            break
+        await asyncio.sleep(delay_seconds * (2**attempt))
+        legacy_again, new_again = await asyncio.gather(_maybe(again_legacy), _maybe(again_new))
+        if legacy_again is None and new_again is None:
+            break
+        result = await reclassify(result, legacy_again, new_again, time.monotonic() - started)
+    return result
+
+
+async def _maybe(call: Call | None) -> RecordedResponse | None:
+    return None if call is None else await call()
 
 
 def _orient(
