@@ -48,6 +48,11 @@ class EntityRules(BaseModel):
     read: list[str] = Field(default_factory=list)
     write: list[str] = Field(default_factory=list)
 
+    @field_validator("read", "write", mode="before")
+    @classmethod
+    def _empty_list(cls, value: Any) -> Any:
+        return [] if value is None else value  # "read:" left empty means no endpoints
+
     @field_validator("percent")
     @classmethod
     def _two_decimals(cls, value: float) -> float:

@@ -132,7 +132,9 @@ async def _client_to_upstream(receive: Any, upstream: aiohttp.ClientWebSocketRes
 
 
 async def _upstream_to_client(send: Any, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    async for msg in upstream:
+    while True:
+        # Not ``async for``: it stops silently at a close frame, whose code must be passed on.
+        msg = await upstream.receive()
         if msg.type == aiohttp.WSMsgType.TEXT:
             await send({"type": "websocket.send", "text": msg.data})
         elif msg.type == aiohttp.WSMsgType.BINARY:
