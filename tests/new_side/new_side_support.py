@@ -1,0 +1,224 @@
+"""Helpers and fixtures of the new-side tests (conftest.py re-exports the fixtures).
+
+The legacy emulator and the PostgreSQL handlers side by side, fed the same data, called with
+the same requests."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from legacy_emulator.app import create_app
+from migrators.crypto import SecretBox, associated_data, split_secrets
+from proxy.handlers import connectors as connector_handlers
+from proxy.registry import HandlerDeps, HandlerRegistry
+from schema.keys import row_key
+from strangler.config import ConnectorKeys, Settings
+from strangler.exchange import RecordedRequest, RecordedResponse
+from strangler.mongo import Database, open_database
+from strangler.tokens import mint_token
+
+SECRET = "new-side-test-secret-0123456789abcdef"
+KEYS = ConnectorKeys.parse("k1:" + "a" * 43 + "=,k2:" + "b" * 43 + "=")
+# A fixed "now" for both sides, at millisecond precision as BSON keeps it.
+NOW = datetime(2026, 3, 1, 12, 30, 45, 123000, tzinfo=UTC)
+
+
+def fresh_tenant() -> tuple[str, str]:
+    return f"sub_{secrets.token_hex(6)}", f"usr_{secrets.token_hex(6)}"
+
+
+@dataclass
+class Tenant:
+    subscription_id: str
+    user_id: str
+
+    @property
+    def authorization(self) -> str:
+        return "Bearer " + mint_token(SECRET, self.user_id, self.subscription_id)
+
+
+@dataclass
+class Sides:
+    """One request, answered by legacy (the emulator) and by the new-side handlers."""
+
+    legacy: httpx.AsyncClient
+    registry: HandlerRegistry
+    db: Database
+    pool: asyncpg.Pool
+    box: SecretBox
+    clock: list[float] = field(default_factory=lambda: [NOW.timestamp()])
+
+    def _recorded(
+        self, method: str, path: str, tenant: Tenant | None, params: dict[str, Any], body: Any
+    ) -> RecordedRequest:
+        headers: list[tuple[str, str]] = [("x-forwarded-for", "203.0.113.9")]
+        if tenant is not None:
+            headers.append(("authorization", tenant.authorization))
+        raw = (
+            body
+            if isinstance(body, bytes)
+            else (b"" if body is None else json.dumps(body).encode())
+        )
+        return RecordedRequest(
+            method=method,
+            path=path,
+            query_string=urlencode(params),
+            headers=tuple(headers),
+            body=raw,
+            request_id=uuid.uuid4().hex,
+        )
+
+    async def call_new(
+        self, method: str, path: str, tenant: Tenant | None, params: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> RecordedResponse:  # fmt: skip
+        handler = self.registry.get("connectors", f"{method} {path}")
+        assert handler is not None, f"no handler for {method} {path}"
+        return await handler(self._recorded(method, path, tenant, params or {}, body))
+
+    async def call_legacy(
+        self, method: str, path: str, tenant: Tenant | None, params: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> RecordedResponse:  # fmt: skip
+        headers = {} if tenant is None else {"authorization": tenant.authorization}
+        content = body if isinstance(body, bytes) else (None if body is None else json.dumps(body))
+        response = await self.legacy.request(
+            method, path, params=params or {}, content=content, headers=headers
+        )
+        return RecordedResponse(
+            status=response.status_code,
+            headers=tuple(response.headers.items()),
+            body=response.content,
+            side="legacy",
+        )
+
+    async def both(
+        self, method: str, path: str, tenant: Tenant | None, params: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> tuple[RecordedResponse, RecordedResponse]:  # fmt: skip
+        legacy = await self.call_legacy(method, path, tenant, params, body)
+        new = await self.call_new(method, path, tenant, params, body)
+        return legacy, new
+
+    async def seed(self, document: dict[str, Any]) -> None:
+        """The same legacy connector document, in MongoDB and as its PostgreSQL row."""
+        await self.db["connectors"].insert_one(dict(document))
+        await insert_connector_row(self.pool, self.box, document)
+
+
+async def insert_connector_row(pool: asyncpg.Pool, box: SecretBox, doc: dict[str, Any]) -> None:
+    """A clean legacy connector document as backfill would store it (secrets sealed)."""
+    public, secret = split_secrets(doc["connection_detail"])
+    sealed = box.seal_json(secret, associated_data(doc["connector_id"])) if secret else None
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE strangler_sync")
+        await conn.execute(
+            "INSERT INTO subscriptions (id, subscription_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING",
+            row_key("subscription", doc["subscription_id"]),
+            doc["subscription_id"],
+        )
+        await conn.execute(
+            "INSERT INTO connectors (id, connector_id, subscription_id, connector_name, "
+            "connector_type, description, connection_detail, secret_ciphertext, secret_key_id, "
+            "is_active, test_status, last_tested_at, created_by, created_at, updated_at, "
+            "is_deleted) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+            row_key("connector", doc["connector_id"]),
+            doc["connector_id"],
+            doc["subscription_id"],
+            doc["connector_name"],
+            doc["connector_type"],
+            doc.get("description"),
+            json.dumps(public),
+            sealed[0] if sealed else None,
+            sealed[1] if sealed else None,
+            doc.get("is_active"),
+            doc.get("test_status"),
+            doc.get("last_tested_at"),
+            doc.get("created_by"),
+            doc.get("created_at"),
+            doc.get("updated_at"),
+            bool(doc.get("d_flag")),
+        )
+
+
+def connector_document(
+    tenant: Tenant, name: str, *, kind: str = "postgres", created_at: datetime = NOW,
+    password: str | None = "s3cr3t-Pa55", deleted: bool = False, host: str = "db.example",
+) -> dict[str, Any]:  # fmt: skip
+    detail: dict[str, Any] = {"host": host, "port": 5432, "database": "sales", "username": "svc"}
+    if password is not None:
+        detail["password"] = password
+    return {
+        "connector_id": f"cn_{secrets.token_hex(6)}",
+        "subscription_id": tenant.subscription_id,
+        "connector_name": name,
+        "connector_type": kind,
+        "description": f"{name} connection",
+        "connection_detail": detail,
+        "is_active": True,
+        "test_status": "untested",
+        "last_tested_at": None,
+        "created_by": tenant.user_id,
+        "created_at": created_at,
+        "updated_at": created_at,
+        "d_flag": deleted,
+    }
+
+
+@pytest.fixture
+def tenant() -> Tenant:
+    return Tenant(*fresh_tenant())
+
+
+@pytest.fixture
+def other_tenant() -> Tenant:
+    return Tenant(*fresh_tenant())
+
+
+@pytest.fixture
+async def pool(shared_migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await asyncpg.create_pool(shared_migrated_database_url, min_size=1, max_size=4)
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+def build_registry(pool: asyncpg.Pool, clock: list[float]) -> HandlerRegistry:
+    registry = HandlerRegistry()
+    deps = HandlerDeps(
+        settings=Settings(jwt_secret=SECRET, connector_keys=KEYS),
+        pg_pool=pool,
+        clock=lambda: clock[0],
+    )
+    connector_handlers.register(registry, deps)
+    registry.freeze()
+    return registry
+
+
+@pytest.fixture
+async def sides(pool: asyncpg.Pool) -> AsyncIterator[Sides]:
+    db = open_database(f"memory://new-side-{uuid.uuid4().hex}")
+    app: Starlette = create_app(db, jwt_secret=SECRET, run_step_seconds=0.01, password_rounds=4)
+    clock = [NOW.timestamp()]
+    app.state.emulator.clock = lambda: datetime.fromtimestamp(clock[0], UTC).replace(
+        microsecond=datetime.fromtimestamp(clock[0], UTC).microsecond // 1000 * 1000
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://legacy") as client:
+        yield Sides(client, build_registry(pool, clock), db, pool, SecretBox(KEYS), clock)
+    for name in await db.list_collection_names():
+        await db[name].drop()
