@@ -12,28 +12,36 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import NamedTuple
 
-__all__ = ["ENTITIES", "ROW_KEY_NAMESPACE", "link_key", "row_key"]
+__all__ = ["ENTITIES", "ROW_KEY_NAMESPACE", "LegacyKey", "link_key", "row_key"]
 
 # Never change this value: every stored primary key is derived from it.
 ROW_KEY_NAMESPACE = uuid.UUID("5f0c1e6a-8a0b-5d52-9f3e-2c7d1b7a4e10")
 
-# Entity name -> the column that holds its legacy id. The entity name is what
-# row_key() hashes, so it must stay stable too.
-ENTITIES: dict[str, str] = {
-    "subscription": "subscription_id",
-    "user": "user_id",
-    "group": "group_id",
-    "role": "role_id",
-    "connector": "connector_id",
-    "workspace": "workspace_id",
-    "folder": "folder_id",
-    "job": "job_id",
-    "workflow": "workflow_id",
-    "workflow_version": "version_id",
-    "job_run": "job_run_id",
-    "user_activity": "activity_id",
+
+class LegacyKey(NamedTuple):
+    table: str
+    column: str  # holds the legacy id, named after the legacy field
+
+
+# Entity name -> where its legacy id lives. The entity name is what row_key() hashes, so it
+# must never change either.
+ENTITIES: dict[str, LegacyKey] = {
+    "subscription": LegacyKey("subscriptions", "subscription_id"),
+    "user": LegacyKey("users", "user_id"),
+    "group": LegacyKey("groups", "group_id"),
+    "role": LegacyKey("roles", "role_id"),
+    "connector": LegacyKey("connectors", "connector_id"),
+    "workspace": LegacyKey("workspaces", "workspace_id"),
+    "folder": LegacyKey("folders", "folder_id"),
+    "job": LegacyKey("jobs", "job_id"),
+    "workflow": LegacyKey("workflows", "workflow_id"),
+    "workflow_version": LegacyKey("workflow_versions", "version_id"),
+    "job_run": LegacyKey("job_runs", "job_run_id"),
+    "user_activity": LegacyKey("user_activity", "activity_id"),
 }
 
 
@@ -54,4 +62,7 @@ def link_key(entity: str, *legacy_ids: str) -> uuid.UUID:
     """
     if len(legacy_ids) < 2 or not all(isinstance(i, str) and i for i in legacy_ids):
         raise ValueError(f"a {entity} link key needs two or more non-empty legacy ids")
-    return uuid.uuid5(ROW_KEY_NAMESPACE, f"{entity}:" + "\x1f".join(legacy_ids))
+    # JSON keeps the parts apart whatever characters dirty ids contain.
+    return uuid.uuid5(
+        ROW_KEY_NAMESPACE, f"{entity}:" + json.dumps(legacy_ids, separators=(",", ":"))
+    )

@@ -23,9 +23,9 @@ __all__ = [
     "APP_ROLE",
     "SYNC_ROLE",
     "TENANT_SETTING",
+    "ensure_subscription",
     "enter_sync",
     "enter_tenant",
-    "ensure_subscription",
 ]
 
 APP_ROLE = "strangler_app"
