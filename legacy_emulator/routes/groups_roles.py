@@ -44,6 +44,8 @@ async def _change_members(
     members: list[Any],
     object_type: str,
     spec: Spec,
+    *,
+    status: int = 200,
 ) -> Response:
     previous = render(document, spec)
     await collection.update_one({"_id": document["_id"]}, {"$set": {"users": members}})
@@ -59,7 +61,8 @@ async def _change_members(
         previous=previous,
         current=rendered,
     )
-    return ok(f"{object_type.capitalize()} updated successfully", rendered)
+    message = f"{object_type.capitalize()} updated successfully"
+    return created(message, rendered) if status == 201 else ok(message, rendered)
 
 
 async def _existing_user(call: Call) -> str:
@@ -115,7 +118,10 @@ async def add_user_to_group(call: Call) -> Response:
     members = _members(group)
     if user_id not in members:
         members.append(user_id)
-    return await _change_members(call, call.emulator.groups, group, members, "group", GROUP)
+    # An add* endpoint: 201 like every other, though it changes an existing group.
+    return await _change_members(
+        call, call.emulator.groups, group, members, "group", GROUP, status=201
+    )
 
 
 async def remove_user_from_group(call: Call) -> Response:

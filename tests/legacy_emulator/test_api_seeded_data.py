@@ -96,6 +96,7 @@ async def test_every_single_read_and_the_writes_work_on_dirty_documents(
         await seeded_api.data(
             "POST",
             "/groups/addUserToGroup",
+            201,
             group_id=groups[0]["group_id"],
             UserId=users[0]["UserId"],
         )

@@ -96,8 +96,12 @@ async def test_groups_hold_their_members(api, api_b) -> None:
     duplicate = await api.post("/groups/addGroup", group_name="admins")
     assert duplicate.status_code == 409
     gid = group["group_id"]
-    added = await api.data("POST", "/groups/addUserToGroup", group_id=gid, UserId=ann["UserId"])
-    again = await api.data("POST", "/groups/addUserToGroup", group_id=gid, UserId=ann["UserId"])
+    added = await api.data(
+        "POST", "/groups/addUserToGroup", 201, group_id=gid, UserId=ann["UserId"]
+    )
+    again = await api.data(
+        "POST", "/groups/addUserToGroup", 201, group_id=gid, UserId=ann["UserId"]
+    )
     assert added["users"] == again["users"] == [ann["UserId"]]
     ghost = await api.post("/groups/addUserToGroup", group_id=gid, UserId="usr_000000000000")
     assert (ghost.status_code, ghost.json()["message"]) == (404, "User not found")
@@ -127,7 +131,7 @@ async def test_a_dangling_member_can_be_removed_from_a_dirty_group(api, db, tena
     assert cleaned["users"] == ["usr_0000000000a1"]
     ann = await _user(api)
     repaired = await api.data(
-        "POST", "/groups/addUserToGroup", group_id="grp_0000000000d2", UserId=ann["UserId"]
+        "POST", "/groups/addUserToGroup", 201, group_id="grp_0000000000d2", UserId=ann["UserId"]
     )
     assert repaired["users"] == [ann["UserId"]]
 
