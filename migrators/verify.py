@@ -1,0 +1,277 @@
+"""Verify: compare an entity's MongoDB documents with its PostgreSQL rows, exactly.
+
+Both sides are brought to ONE form, the legacy document in normalized form:
+MongoDB documents through the spec's ``normalize``, PostgreSQL rows through its
+``to_document`` (which opens the connector secrets, so a changed password is a
+difference too). Each document's form is hashed (SHA-256 of canonical Extended
+JSON) and keyed by its legacy id.
+
+Then, as at scale: counts first; then per bucket (the first bytes of the
+SHA-256 of the legacy id, ``buckets`` of them) a checksum over the bucket's
+(id, hash) pairs; only the buckets whose checksums differ are narrowed down to
+ids, and only those ids are compared field by field. Output is redacted through
+the spec (secrets and password hashes never shown).
+
+Skipped, and counted as such: documents whose ``updated_at``/``created_at`` is
+younger than ``min_age`` seconds, and rows synced less than ``min_age`` seconds
+ago: the sync may not have carried them yet. Documents with an open quarantine
+entry are expected to be absent and are counted, not reported as differences.
+
+``repair`` re-applies the differing ids through the writer (MongoDB is the
+source): a document missing or different in PostgreSQL is written again at a
+fresh version, a row whose document is gone is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+
+from migrators.backfill import legacy_id_of, now_ms
+from migrators.spec import Document, EntitySpec, MappingContext
+from migrators.writer import BatchResult, SourceItem, write_batch
+from schema.tenancy import enter_sync
+from strangler.contract import DirtyValue, parse_legacy_datetime
+from strangler.errors import DataError
+from strangler.mongo import Database
+
+__all__ = ["Difference", "VerifyReport", "canonical_hash", "verify_entity"]
+
+DEFAULT_BUCKETS = 64
+MAX_SHOWN = 50
+
+
+def canonical_hash(document: Mapping[str, Any]) -> str:
+    text = json_util.dumps(document, json_options=CANONICAL_JSON_OPTIONS, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bucket_of(legacy_id: str, buckets: int) -> int:
+    return int.from_bytes(hashlib.sha256(legacy_id.encode()).digest()[:4], "big") % buckets
+
+
+def bucket_checksums(hashes: Mapping[str, str], buckets: int) -> dict[int, str]:
+    grouped: dict[int, list[str]] = {}
+    for legacy_id, digest in hashes.items():
+        grouped.setdefault(bucket_of(legacy_id, buckets), []).append(f"{legacy_id}:{digest}")
+    return {
+        bucket: hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+        for bucket, entries in grouped.items()
+    }
+
+
+@dataclass(frozen=True)
+class Difference:
+    legacy_id: str
+    kind: str  # "missing in PostgreSQL", "extra in PostgreSQL", "fields differ", ...
+    details: tuple[str, ...] = ()
+
+
+@dataclass
+class VerifyReport:
+    entity: str
+    mongo_count: int = 0
+    postgres_count: int = 0
+    buckets: int = DEFAULT_BUCKETS
+    buckets_differing: int = 0
+    skipped_young: int = 0
+    quarantined: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    repaired: BatchResult | None = None
+
+    @property
+    def clean(self) -> bool:
+        return not self.differences
+
+    def lines(self) -> list[str]:
+        state = "clean" if self.clean else f"{len(self.differences)} difference(s)"
+        lines = [
+            f"{self.entity}: {state}; MongoDB {self.mongo_count:,} documents, PostgreSQL "
+            f"{self.postgres_count:,} rows, {self.quarantined:,} quarantined, "
+            f"{self.skipped_young:,} too young to compare, "
+            f"{self.buckets_differing}/{self.buckets} buckets differ"
+        ]
+        kinds = Counter(d.kind for d in self.differences)
+        lines += [f"  {kind}: {count:,}" for kind, count in sorted(kinds.items())]
+        for difference in self.differences[:MAX_SHOWN]:
+            lines.append(f"  {difference.legacy_id}: {difference.kind}")
+            lines += [f"      {detail}" for detail in difference.details]
+        if len(self.differences) > MAX_SHOWN:
+            lines.append(f"  ... and {len(self.differences) - MAX_SHOWN} more")
+        if self.repaired is not None:
+            r = self.repaired
+            lines.append(
+                f"  repaired: {r.written} row(s) written, {r.deleted} deleted, "
+                f"{sum(r.quarantined.values())} quarantined"
+            )
+        return lines
+
+
+def _age_moment(document: Mapping[str, Any]) -> datetime | None:
+    for name in ("updated_at", "created_at"):
+        try:
+            moment = parse_legacy_datetime(document.get(name))
+        except DirtyValue:
+            continue
+        if moment is not None:
+            return moment
+    return None
+
+
+def _field_differences(spec: EntitySpec, legacy: Document, migrated: Document) -> tuple[str, ...]:
+    shown_legacy = spec.redact(legacy) if spec.redact else legacy
+    shown_migrated = spec.redact(migrated) if spec.redact else migrated
+    return tuple(_compare("", legacy, migrated, shown_legacy, shown_migrated))
+
+
+def _compare(
+    prefix: str,
+    legacy: Mapping[str, Any],
+    migrated: Mapping[str, Any],
+    shown_legacy: Mapping[str, Any],
+    shown_migrated: Mapping[str, Any],
+) -> list[str]:
+    details = []
+    for key in sorted(set(legacy) | set(migrated), key=str):
+        before, after = legacy.get(key, _MISSING), migrated.get(key, _MISSING)
+        if before == after:
+            continue
+        shown_before = shown_legacy.get(key, "<absent>")
+        shown_after = shown_migrated.get(key, "<absent>")
+        if isinstance(before, dict) and isinstance(after, dict):
+            nested = (shown_before, shown_after)
+            if isinstance(nested[0], dict) and isinstance(nested[1], dict):
+                details += _compare(f"{prefix}{key}.", before, after, *nested)
+                continue
+        if shown_before == shown_after:
+            details.append(f"{prefix}{key}: a secret value differs (not shown)")
+        else:
+            details.append(
+                f"{prefix}{key}: MongoDB {_short(shown_before)} != PostgreSQL {_short(shown_after)}"
+            )
+    return details
+
+
+_MISSING = object()
+
+
+def _short(value: Any) -> str:
+    text = (
+        json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS)
+        if value != "<absent>"
+        else value
+    )
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+async def _postgres_side(
+    conn: asyncpg.Connection, spec: EntitySpec, ctx: MappingContext, young_after: datetime
+) -> tuple[dict[str, Document], set[str], set[str]]:
+    """(legacy id -> document form of its rows, ids synced too recently, open quarantine)."""
+    if spec.to_document is None:
+        raise DataError(f"entity {spec.name!r} has no to_document mapping: it cannot be verified")
+    table = spec.tables[0]
+    async with conn.transaction():
+        await enter_sync(conn)
+        rows = await conn.fetch(f"SELECT * FROM {table}")
+        quarantined = await conn.fetch(
+            "SELECT legacy_id FROM migration_quarantine WHERE entity = $1 AND resolved_at IS NULL",
+            spec.name,
+        )
+    documents: dict[str, Document] = {}
+    young: set[str] = set()
+    for record in rows:
+        row = dict(record)
+        legacy_id = row[spec.legacy_id_column]
+        documents[legacy_id] = spec.to_document({table: [row]}, ctx)
+        synced = row.get("synced_at")
+        if synced is not None and synced > young_after:
+            young.add(legacy_id)
+    return documents, young, {r["legacy_id"] for r in quarantined}
+
+
+async def verify_entity(
+    db: Database,
+    conn: asyncpg.Connection,
+    spec: EntitySpec,
+    ctx: MappingContext,
+    *,
+    min_age: float = 0.0,
+    repair: bool = False,
+    buckets: int = DEFAULT_BUCKETS,
+    now: datetime | None = None,
+) -> VerifyReport:
+    if spec.normalize is None:
+        raise DataError(f"entity {spec.name!r} has no normalize function: it cannot be verified")
+    moment = now or datetime.now(UTC)
+    young_after = moment - timedelta(seconds=min_age)
+    report = VerifyReport(spec.name, buckets=buckets)
+    legacy: dict[str, Document] = {}
+    young: set[str] = set()
+    duplicates: list[str] = []
+    async for document in db[spec.collection].find({}):
+        legacy_id = legacy_id_of(spec, document)
+        if legacy_id in legacy:
+            duplicates.append(legacy_id)
+        legacy[legacy_id] = spec.normalize(document)
+        born = _age_moment(document)
+        if min_age > 0 and born is not None and born > young_after:
+            young.add(legacy_id)
+    migrated, young_rows, quarantined = await _postgres_side(conn, spec, ctx, young_after)
+    if min_age > 0:
+        young |= young_rows
+    report.mongo_count, report.postgres_count = len(legacy), len(migrated)
+    report.skipped_young = len(young)
+    expected_absent = quarantined - set(migrated)
+    report.quarantined = len(expected_absent & set(legacy))
+    left = {i: canonical_hash(d) for i, d in legacy.items() if i not in young | expected_absent}
+    right = {i: canonical_hash(d) for i, d in migrated.items() if i not in young}
+    left_sums, right_sums = bucket_checksums(left, buckets), bucket_checksums(right, buckets)
+    differing = {
+        b for b in set(left_sums) | set(right_sums) if left_sums.get(b) != right_sums.get(b)
+    }
+    report.buckets_differing = len(differing)
+    for legacy_id in sorted(duplicates):
+        report.differences.append(
+            Difference(legacy_id, "duplicate legacy id in MongoDB (only one can be migrated)")
+        )
+    for legacy_id in sorted(_in_buckets(set(left) | set(right), differing, buckets)):
+        if legacy_id not in right:
+            report.differences.append(Difference(legacy_id, "missing in PostgreSQL"))
+        elif legacy_id not in left:
+            report.differences.append(Difference(legacy_id, "extra in PostgreSQL"))
+        elif left[legacy_id] != right[legacy_id]:
+            details = _field_differences(spec, legacy[legacy_id], migrated[legacy_id])
+            report.differences.append(Difference(legacy_id, "fields differ", details))
+    if repair and report.differences:
+        report.repaired = await _repair(db, conn, spec, ctx, report.differences)
+    return report
+
+
+def _in_buckets(ids: Iterable[str], chosen: set[int], buckets: int) -> list[str]:
+    return [i for i in ids if bucket_of(i, buckets) in chosen]
+
+
+async def _repair(
+    db: Database,
+    conn: asyncpg.Connection,
+    spec: EntitySpec,
+    ctx: MappingContext,
+    differences: list[Difference],
+) -> BatchResult:
+    """Write the differing ids again from MongoDB (or delete what MongoDB no longer has)."""
+    wanted = {d.legacy_id for d in differences}
+    version = now_ms()
+    found: dict[str, Document] = {}
+    async for document in db[spec.collection].find({spec.id_field: {"$in": sorted(wanted)}}):
+        found[legacy_id_of(spec, document)] = document
+    items = [SourceItem(i, found.get(i), version) for i in sorted(wanted)]
+    return await write_batch(conn, spec, items, ctx=ctx, source="verify")
