@@ -9,7 +9,8 @@ the app's state is ``app.state.emulator`` (:class:`legacy_emulator.env.Emulator`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -84,14 +85,25 @@ def create_app(
     jwt_secret: str,
     run_step_seconds: float = DEFAULT_RUN_STEP_SECONDS,
     password_rounds: int = DEFAULT_PASSWORD_ROUNDS,
+    clock: Callable[[], datetime] = utc_now,
 ) -> Starlette:
+    """The emulator over ``db``.
+
+    ``clock`` gives every time the emulator writes (UTC, millisecond precision);
+    replacing ``app.state.emulator.clock`` later changes it for runs too.
+    """
+
+    def now() -> datetime:
+        return emulator.clock()
+
     hub = Hub()
     emulator = Emulator(
         db=db,
         jwt_secret=jwt_secret,
         hub=hub,
-        runner=RunSimulator(db, hub, run_step_seconds, utc_now),
+        runner=RunSimulator(db, hub, run_step_seconds, now),
         password_rounds=password_rounds,
+        clock=clock,
     )
 
     @contextlib.asynccontextmanager

@@ -160,6 +160,13 @@ class Call:
 
     @property
     def ip_address(self) -> str | None:
+        """The client's address: legacy ran behind a load balancer, so the last
+        ``X-Forwarded-For`` hop (the one the balancer added) when there is one."""
+        forwarded = self.request.headers.get("x-forwarded-for")
+        if forwarded:
+            last_hop = forwarded.rsplit(",", 1)[-1].strip()
+            if last_hop:
+                return last_hop
         client = self.request.client
         return client.host if client else None
 

@@ -87,3 +87,13 @@ async def test_filters_and_tenant_isolation(api, db, tenant_a, tenant_b) -> None
     last_page = (await api.get("/userActivity/getActivity", per_page="1", page="3")).json()
     assert ([e["object_id"] for e in last_page["data"]], last_page["total"]) == (["obj1"], 3)
     assert (await api.get("/userActivity/getActivity", to="someday")).status_code == 400
+
+
+async def test_the_client_address_comes_from_the_last_forwarded_hop(client, tenant_a) -> None:
+    headers = {**tenant_a.headers, "X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+    response = await client.post(
+        "/workspace/addWorkspace", json={"workspace_name": "via proxy"}, headers=headers
+    )
+    assert response.status_code == 201
+    body = (await client.get("/userActivity/getActivity", headers=tenant_a.headers)).json()
+    assert body["data"][0]["ip_address"] == "203.0.113.9"

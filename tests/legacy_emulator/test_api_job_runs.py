@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 RUNNABLE = '{"nodes": [{"id": "a"}], "edges": []}'
 
@@ -112,3 +112,17 @@ async def test_runs_of_a_deleted_workflow_stay_listed(api, app, tree, new_workfl
     assert again.status_code == 404
     run = await api.data("GET", "/jobRun/getRun", job_run_id=answer["job_run_id"])
     assert run["status"] == "completed"
+
+
+async def test_runs_take_their_times_from_the_emulators_clock(api, app, tree, new_workflow) -> None:
+    fixed = datetime(2025, 6, 1, 8, 0, 0, 123000, tzinfo=UTC)
+    app.state.emulator.clock = lambda: fixed
+    workflow = await new_workflow(api, tree, workFlowDiagram=RUNNABLE)
+    answer = await api.data("POST", "/workflow/runNow", workflow_id=workflow["workflow_id"])
+    run = await _finished(api, app, answer["job_run_id"])
+    assert (run["created_at"], run["completed_at"], run["duration_ms"]) == (
+        "2025-06-01 08:00:00",
+        "2025-06-01 08:00:00",
+        0,
+    )
+    assert {entry["ts"] for entry in run["logs"]} == {"2025-06-01 08:00:00"}
