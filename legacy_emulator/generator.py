@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from legacy_emulator import generator_documents as docs
@@ -198,13 +198,9 @@ def _people(
         )
         for user_id in users:
             created = early(rng, plan.created_at, ANCHOR - timedelta(days=2))
-            yield _finish(
-                mint,
-                dirt,
-                "users",
-                docs.user(rng, user_id, plan.subscription_id, plan.domain, created),
-            )
-            tenant.targets.append(("user", user_id, user_id))
+            person = docs.user(rng, user_id, plan.subscription_id, plan.domain, created)
+            tenant.targets.append(("user", user_id, person["username"]))
+            yield _finish(mint, dirt, "users", person)
         for _ in range(plan.groups):
             members = rng.sample(users, min(len(users), rng.randint(1, 12)))
             created = early(rng, plan.created_at, ANCHOR - timedelta(days=2))
@@ -238,8 +234,13 @@ def _people(
 
 
 def _finish(
-    mint: IdMint, dirt: Dirt, collection: str, document: Document, created: Any = None
+    mint: IdMint,
+    dirt: Dirt,
+    collection: str,
+    document: Document,
+    created: datetime | None = None,
 ) -> tuple[str, Document]:
+    """Give the document its ``_id`` (from its creation time), then its dirt."""
     document["_id"] = mint.object_id(created or document["created_at"])
     dirt.apply(document, SPECS[collection])
     return collection, document
