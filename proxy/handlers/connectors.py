@@ -1,30 +1,40 @@
 """Connectors from PostgreSQL, answering every connectors endpoint exactly as legacy does.
 
 Legacy's answers (messages, statuses, field order, rendering, the 400/401/404/409 cases)
-are those of ``legacy_emulator/routes/connectors.py``; the differences are the flaws the
-new side fixes:
+are those of ``legacy_emulator/routes/connectors.py``. Rows and legacy documents convert
+through the connectors spec of :mod:`migrators.entities.connectors`, the same mapping
+backfill, sync, verify and the reverse sync use: a handler reads the row, sees the legacy
+document it stands for, applies legacy's change to it, and stores what the mapping makes of
+it. So a row written here is the row a backfill of legacy's document would have written
+(secrets sealed the same way, renamed duplicates and unreadable values kept as found).
+
+What the new side fixes, by design:
 
 - each write is one transaction with its audit row (``user_activity``, legacy's
-  ``userActivity`` entry) and its outbox row (``migration_outbox``, origin ``new``), run
-  as ``strangler_app`` with the caller's subscription set, so row-level security, not
-  this code alone, keeps tenants apart (another tenant's connector is a 404);
-- the password of ``connection_detail`` is sealed (AES-GCM, with its key id) before it
-  reaches PostgreSQL and is never opened to answer a request: a connector that has one is
-  rendered ``"********"``, as legacy masks it;
-- a duplicate name is decided by the database (a partial unique index), so two racing
-  adds cannot both win.
+  ``userActivity`` entry) and its outbox row (``migration_outbox``, origin ``new``), run as
+  ``strangler_app`` with the caller's subscription set, so row-level security, not this
+  code alone, keeps tenants apart (another tenant's connector is a 404);
+- the credentials of ``connection_detail`` are sealed (AES-GCM, with their key id) before
+  they reach PostgreSQL; they are opened in memory only to rebuild the document, and every
+  credential key is rendered ``"********"`` (legacy masks only the password: the other keys
+  are an expected divergence);
+- a duplicate name is decided by the database (a partial unique index), so two racing adds
+  cannot both win.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from migrators.crypto import SecretBox, associated_data, split_secrets
+from migrators.crypto import SECRET_KEYS, SecretBox
+from migrators.entities.common import RENAMED
+from migrators.entities.connectors import SPECS
+from migrators.spec import Document, MappingContext, Quarantined, Row
 from proxy.handlers._pg import (
     ApiError,
     Call,
@@ -38,78 +48,38 @@ from proxy.handlers._pg import (
     tenant_transaction,
 )
 from proxy.registry import HandlerDeps, HandlerRegistry
-from schema.keys import row_key
-from strangler.contract import new_id, render_datetime
+from strangler.contract import is_deleted, new_id, render_datetime
 from strangler.exchange import RecordedResponse
 
-__all__ = ["ENTITY", "MASKED_PASSWORD", "REQUIRES", "connection_outcome", "register"]
+__all__ = ["ENTITY", "MASKED", "REQUIRES", "connection_outcome", "register", "render_connector"]
 
 REQUIRES = frozenset({"postgres"})
 ENTITY = "connectors"
-MASKED_PASSWORD = "********"
+MASKED = "********"
 DUPLICATE = "Connector name already exists"
 NOT_FOUND = "Connector not found"
+SPEC = next(spec for spec in SPECS if spec.name == ENTITY)
 
-# The rendered fields, in legacy's order (legacy_emulator.render.CONNECTOR).
-_COLUMNS = (
-    "connector_id, subscription_id, connector_name, connector_type, description, "
-    "connection_detail, secret_ciphertext, secret_key_id, is_active, "
-    "test_status, last_tested_at, created_by, created_at, updated_at"
+# What the spec's to_document reads, plus the row key.
+_ROW = (
+    "id, connector_id, subscription_id, connector_name, connector_type, description, "
+    "connection_detail, secret_ciphertext, secret_key_id, is_active, test_status, "
+    "last_tested_at, created_by, created_at, updated_at, is_deleted, extra"
 )
-
-
-@dataclass(frozen=True)
-class Sealed:
-    ciphertext: bytes
-    key_id: str
-
-
-class ConnectorSecrets:
-    """The credential keys of ``connection_detail`` (``migrators.crypto.SECRET_KEYS``),
-    sealed together as one JSON object bound to the connector's id, exactly as the
-    connectors mapping seals them, so backfilled, synced and new-side rows open alike."""
-
-    def __init__(self, box: SecretBox) -> None:
-        self._box = box
-
-    def seal(self, connector_id: str, secret: Mapping[str, Any]) -> Sealed | None:
-        if not secret:
-            return None
-        ciphertext, key_id = self._box.seal_json(dict(secret), associated_data(connector_id))
-        return Sealed(ciphertext, key_id)
-
-    def open(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """The row's secret keys and values, in memory only (never rendered as such)."""
-        if row["secret_ciphertext"] is None:
-            return {}
-        opened = self._box.open_json(
-            bytes(row["secret_ciphertext"]),
-            row["secret_key_id"],
-            associated_data(row["connector_id"]),
-        )
-        return dict(opened) if isinstance(opened, dict) else {}
-
-    @staticmethod
-    def replacing(
-        detail: Mapping[str, Any], stored: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(public, secret) of an update's ``connection_detail``, with legacy's round-trip
-        rule: a password omitted, ``null`` or sent back masked keeps the stored one (and is
-        dropped when none is stored); any other secret sent back masked keeps its stored
-        value. Everything else is replaced by what the update sends, as legacy does."""
-        public, secret = split_secrets(detail)
-        for key, value in list(secret.items()):
-            if value == MASKED_PASSWORD:
-                if key in stored:
-                    secret[key] = stored[key]
-                else:
-                    del secret[key]
-        password = detail.get("password")
-        if password is None or password == MASKED_PASSWORD:
-            secret.pop("password", None)
-            if "password" in stored:
-                secret["password"] = stored["password"]
-        return public, secret
+# What a write may change (never the keys: id, connector_id, subscription_id).
+_WRITABLE = (
+    "connector_name", "connector_type", "description", "connection_detail",
+    "secret_ciphertext", "secret_key_id", "is_active", "test_status", "last_tested_at",
+    "created_by", "created_at", "updated_at", "is_deleted", "extra",
+)  # fmt: skip
+_JSONB = frozenset({"connection_detail", "extra"})
+# Rendered fields in legacy's order, with how each renders (legacy_emulator.render.CONNECTOR).
+_RENDERED = (
+    ("connector_id", "raw"), ("subscription_id", "raw"), ("connector_name", "raw"),
+    ("connector_type", "raw"), ("description", "raw"), ("connection_detail", "detail"),
+    ("is_active", "bool"), ("test_status", "raw"), ("last_tested_at", "datetime"),
+    ("created_by", "raw"), ("created_at", "datetime"), ("updated_at", "datetime"),
+)  # fmt: skip
 
 
 def connection_outcome(connector_type: Any, detail: Any) -> str:
@@ -120,42 +90,129 @@ def connection_outcome(connector_type: Any, detail: Any) -> str:
     return "success" if isinstance(where, str) and where.strip() else "failed"
 
 
-def _detail_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    raw = row["connection_detail"]
-    detail: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
-    return detail
+def _json_safe(value: Any) -> Any:
+    """A stored value as legacy's serializer writes it (datetimes rendered, ``_id`` dropped)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime):
+        return render_datetime(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items() if k != "_id"}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return str(value)
 
 
-def render_connector(row: Mapping[str, Any], secret: Mapping[str, Any]) -> dict[str, Any]:
-    """A row as legacy renders the connector: fixed field order, secrets masked.
-
-    Legacy masks the password only; here every sealed key is masked (a secret never
-    leaves in a response): for keys other than the password that is an expected
-    divergence, the one way the new side answers differently on purpose.
-    """
-    detail = _detail_of(row)
-    for key, value in secret.items():
-        detail[key] = None if value is None else MASKED_PASSWORD
+def _masked(detail: Any) -> Any:
+    detail = _json_safe(detail)
+    if not isinstance(detail, dict):
+        return detail
     return {
-        "connector_id": row["connector_id"],
-        "subscription_id": row["subscription_id"],
-        "connector_name": row["connector_name"],
-        "connector_type": row["connector_type"],
-        "description": row["description"],
-        "connection_detail": detail,
-        "is_active": row["is_active"],
-        "test_status": row["test_status"],
-        "last_tested_at": render_datetime(row["last_tested_at"]),
-        "created_by": row["created_by"],
-        "created_at": render_datetime(row["created_at"]),
-        "updated_at": render_datetime(row["updated_at"]),
+        key: MASKED if key.lower() in SECRET_KEYS and value is not None else value
+        for key, value in detail.items()
     }
 
 
+def render_connector(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A legacy connector document as the API renders it: fixed order, secrets masked."""
+    rendered: dict[str, Any] = {}
+    for name, kind in _RENDERED:
+        value = document.get(name)
+        if kind == "datetime":
+            rendered[name] = render_datetime(value)
+        elif kind == "bool":
+            rendered[name] = None if value is None else is_deleted(value)
+        elif kind == "detail":
+            rendered[name] = _masked(value)
+        else:
+            rendered[name] = _json_safe(value)
+    return rendered
+
+
+def _with_round_trip(detail: Mapping[str, Any], stored: Any) -> dict[str, Any]:
+    """An update's ``connection_detail`` with legacy's round-trip rule: a password omitted,
+    ``null`` or sent back masked keeps the stored one (none stored: none kept). Any other
+    credential sent back masked keeps its stored value too (the new side masks them all)."""
+    merged = dict(detail)
+    previous = stored if isinstance(stored, dict) else {}
+    if merged.get("password") in (None, MASKED) and isinstance(stored, dict):
+        if "password" in stored:
+            merged["password"] = stored["password"]
+        else:
+            merged.pop("password", None)
+    for key, value in list(merged.items()):
+        if key.lower() in SECRET_KEYS and key != "password" and value == MASKED and key in previous:
+            merged[key] = previous[key]
+    return merged
+
+
+def _decoded(row: Mapping[str, Any]) -> Row:
+    values = dict(row)
+    for name in _JSONB:
+        if isinstance(values.get(name), str):
+            values[name] = json.loads(values[name])
+    return values
+
+
 class ConnectorHandlers:
-    def __init__(self, pool: asyncpg.Pool, secrets: ConnectorSecrets) -> None:
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
         self._pool = pool
-        self._secrets = secrets
+        self._context = MappingContext(seal=box.seal, open=box.open)
+
+    # --- rows <-> legacy documents (through the connectors spec) ----------------------------
+
+    def document_of(self, row: Mapping[str, Any]) -> Document:
+        assert SPEC.to_document is not None
+        return SPEC.to_document({"connectors": [_decoded(row)]}, self._context)
+
+    def row_of(self, document: Document, stored: Mapping[str, Any] | None) -> Row:
+        mapped = SPEC.map_document(document, self._context)
+        if isinstance(mapped, Quarantined):  # the handler built it: a bug, answered 500
+            raise RuntimeError(f"connector document not mappable: {mapped.reason}")
+        row = dict(mapped.rows["connectors"][0])
+        extra = dict(row.get("extra") or {})
+        if stored is not None:
+            kept = _decoded(stored)["extra"].get(RENAMED) or {}
+            if (
+                "connector_name" in kept
+                and document.get("connector_name") == kept["connector_name"]
+            ):
+                # A legacy duplicate renamed in PostgreSQL keeps its stored name until renamed.
+                row["connector_name"] = stored["connector_name"]
+                extra[RENAMED] = {
+                    **extra.get(RENAMED, {}),
+                    "connector_name": kept["connector_name"],
+                }
+        row["extra"] = extra
+        return row
+
+    @staticmethod
+    async def _save(conn: asyncpg.Connection, row: Row, *, insert: bool) -> None:
+        values = [json.dumps(row[c]) if c in _JSONB else row[c] for c in _WRITABLE]
+        casts = [f"${i}::jsonb" if c in _JSONB else f"${i}" for i, c in enumerate(_WRITABLE, 4)]
+        try:
+            if insert:
+                await conn.execute(
+                    f"INSERT INTO connectors (id, connector_id, subscription_id, "
+                    f"{', '.join(_WRITABLE)}, synced_at) "
+                    f"VALUES ($1, $2, $3, {', '.join(casts)}, now())",
+                    row["id"],
+                    row["connector_id"],
+                    row["subscription_id"],
+                    *values,
+                )
+            else:
+                sets = ", ".join(f"{c} = {cast}" for c, cast in zip(_WRITABLE, casts, strict=True))
+                await conn.execute(
+                    f"UPDATE connectors SET {sets}, synced_at = now() "
+                    "WHERE id = $1 AND connector_id = $2 AND subscription_id = $3",
+                    row["id"],
+                    row["connector_id"],
+                    row["subscription_id"],
+                    *values,
+                )
+        except asyncpg.UniqueViolationError as exc:  # lost a race for the name
+            raise ApiError(409, DUPLICATE) from exc
 
     # --- shared steps -----------------------------------------------------------------------
 
@@ -163,8 +220,8 @@ class ConnectorHandlers:
     async def _load(conn: asyncpg.Connection, connector_id: str, *, lock: bool) -> asyncpg.Record:
         # RLS hides other tenants' rows: their ids are simply not found, as in legacy.
         row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM connectors "
-            f"WHERE connector_id = $1 AND NOT is_deleted{' FOR UPDATE' if lock else ''}",
+            f"SELECT {_ROW} FROM connectors WHERE connector_id = $1 AND NOT is_deleted"
+            + (" FOR UPDATE" if lock else ""),
             connector_id,
         )
         if row is None:
@@ -174,24 +231,15 @@ class ConnectorHandlers:
     @staticmethod
     async def _check_name(conn: asyncpg.Connection, name: str, except_id: str | None) -> None:
         taken = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM connectors WHERE connector_name = $1 "
-            "AND NOT is_deleted AND connector_id IS DISTINCT FROM $2)",
+            "SELECT EXISTS (SELECT 1 FROM connectors WHERE NOT is_deleted "
+            "AND coalesce(extra -> $3 ->> 'connector_name', connector_name) = $1 "
+            "AND connector_id IS DISTINCT FROM $2)",
             name,
             except_id,
+            RENAMED,
         )
         if taken:
             raise ApiError(409, DUPLICATE)
-
-    def _render(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        return render_connector(row, self._secrets.open(row))
-
-    @staticmethod
-    async def _reread(conn: asyncpg.Connection, connector_id: str) -> asyncpg.Record:
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM connectors WHERE connector_id = $1", connector_id
-        )
-        assert row is not None  # written by this transaction
-        return row
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -204,20 +252,20 @@ class ConnectorHandlers:
                 f"SELECT count(*) FROM connectors WHERE {where}", connector_type
             )
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM connectors WHERE {where} "
+                f"SELECT {_ROW} FROM connectors WHERE {where} "
                 "ORDER BY created_at DESC NULLS LAST, connector_id LIMIT $2 OFFSET $3",
                 connector_type,
                 page.per_page,
                 page.skip,
             )
-        items = [self._render(row) for row in rows]
+        items = [render_connector(self.document_of(row)) for row in rows]
         return listed("Connectors fetched successfully", items, total)
 
     async def get_connector(self, call: Call) -> RecordedResponse:
         connector_id = call.query_id("connector_id")
         async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
             row = await self._load(conn, connector_id, lock=False)
-        return ok("Connector fetched successfully", self._render(row))
+        return ok("Connector fetched successfully", render_connector(self.document_of(row)))
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -228,163 +276,124 @@ class ConnectorHandlers:
         if detail is None:
             raise ApiError(400, "connection_detail is required")
         description = call.optional_text("description")
-        public, secret = split_secrets(detail)
-        connector_id = new_id("connector")
-        sealed = self._secrets.seal(connector_id, secret)
         caller = call.caller
+        document: Document = {
+            "connector_id": new_id("connector"),
+            "subscription_id": caller.subscription_id,
+            "connector_name": name,
+            "connector_type": connector_type,
+            "description": description,
+            "connection_detail": detail,
+            "is_active": True,
+            "test_status": "untested",
+            "last_tested_at": None,
+            "created_by": caller.user_id,
+            "created_at": call.now,
+            "updated_at": call.now,
+            "d_flag": False,
+        }
+        row = self.row_of(document, None)
+        rendered = render_connector(document)
         async with tenant_transaction(self._pool, caller.subscription_id) as conn:
             await self._check_name(conn, name, None)
             await ensure_subscription(conn, caller.subscription_id)
-            try:
-                await conn.execute(
-                    "INSERT INTO connectors (id, connector_id, subscription_id, connector_name, "
-                    "connector_type, description, connection_detail, secret_ciphertext, "
-                    "secret_key_id, is_active, test_status, last_tested_at, created_by, "
-                    "created_at, updated_at, is_deleted, synced_at) VALUES ($1, $2, $3, $4, $5, "
-                    "$6, $7::jsonb, $8, $9, true, 'untested', NULL, $10, $11, $11, false, $11)",
-                    row_key("connector", connector_id),
-                    connector_id,
-                    caller.subscription_id,
-                    name,
-                    connector_type,
-                    description,
-                    json.dumps(public, ensure_ascii=False),
-                    sealed.ciphertext if sealed else None,
-                    sealed.key_id if sealed else None,
-                    caller.user_id,
-                    call.now,
-                )
-            except asyncpg.UniqueViolationError as exc:  # lost a race with another add
-                raise ApiError(409, DUPLICATE) from exc
-            rendered = self._render(await self._reread(conn, connector_id))
-            activity = await record_activity(
-                conn, call, "created", "connector", connector_id, name, current=rendered
-            )
-            await record_outbox(
-                conn, caller.subscription_id, ENTITY, connector_id, "insert", {"activity": activity}
-            )
+            await self._save(conn, row, insert=True)
+            await self._audit(conn, call, "insert", "created", document, current=rendered)
         return created("Connector added successfully", rendered)
 
     async def update_connector(self, call: Call) -> RecordedResponse:
         connector_id = call.text("connector_id")
-        caller = call.caller
-        async with tenant_transaction(self._pool, caller.subscription_id) as conn:
+        async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
             stored = await self._load(conn, connector_id, lock=True)
-            stored_secret = self._secrets.open(stored)
-            previous = render_connector(stored, stored_secret)
+            document = self.document_of(stored)
+            previous = render_connector(document)
             # The same checks, in the same order, as legacy: the first failing one answers.
-            changes: dict[str, Any] = {}
             if call.given("connector_name"):
                 name = call.text("connector_name")
                 await self._check_name(conn, name, connector_id)
-                changes["connector_name"] = name
+                document["connector_name"] = name
             if call.given("connector_type"):
-                changes["connector_type"] = call.text("connector_type")
+                document["connector_type"] = call.text("connector_type")
             if call.given("description"):
-                changes["description"] = call.optional_text("description")
+                document["description"] = call.optional_text("description")
             if call.given("is_active"):
-                changes["is_active"] = call.optional_flag("is_active")
+                document["is_active"] = call.optional_flag("is_active")
             detail = call.optional_object("connection_detail")
             if detail is not None:
-                public, secret = self._secrets.replacing(detail, stored_secret)
-                sealed = self._secrets.seal(connector_id, secret)
-                changes["connection_detail"] = json.dumps(public, ensure_ascii=False)
-                changes["secret_ciphertext"] = sealed.ciphertext if sealed else None
-                changes["secret_key_id"] = sealed.key_id if sealed else None
-            changes["updated_at"] = call.now
-            changes["updated_by"] = caller.user_id
-            changes["synced_at"] = call.now
-            assignments = ", ".join(
-                f"{column} = ${index}{'::jsonb' if column == 'connection_detail' else ''}"
-                for index, column in enumerate(changes, start=2)
-            )
-            try:
-                await conn.execute(
-                    f"UPDATE connectors SET {assignments} WHERE connector_id = $1",
-                    connector_id,
-                    *changes.values(),
+                document["connection_detail"] = _with_round_trip(
+                    detail, document.get("connection_detail")
                 )
-            except asyncpg.UniqueViolationError as exc:
-                raise ApiError(409, DUPLICATE) from exc
-            row = await self._reread(conn, connector_id)
-            rendered = self._render(row)
-            activity = await record_activity(
-                conn,
-                call,
-                "updated",
-                "connector",
-                connector_id,
-                row["connector_name"],
-                previous=previous,
-                current=rendered,
-            )
-            await record_outbox(
-                conn, caller.subscription_id, ENTITY, connector_id, "update", {"activity": activity}
+            document["updated_at"] = call.now
+            await self._save(conn, self.row_of(document, stored), insert=False)
+            rendered = render_connector(document)
+            await self._audit(
+                conn, call, "update", "updated", document, previous=previous, current=rendered
             )
         return ok("Connector updated successfully", rendered)
 
     async def delete_connector(self, call: Call) -> RecordedResponse:
         connector_id = call.text("connector_id")
-        caller = call.caller
-        async with tenant_transaction(self._pool, caller.subscription_id) as conn:
+        async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
             stored = await self._load(conn, connector_id, lock=True)
-            previous = self._render(stored)
-            await conn.execute(
-                "UPDATE connectors SET is_deleted = true, deleted_at = $2, updated_at = $2, "
-                "updated_by = $3, synced_at = $2 WHERE connector_id = $1",
-                connector_id,
-                call.now,
-                caller.user_id,
-            )
-            activity = await record_activity(
-                conn,
-                call,
-                "deleted",
-                "connector",
-                connector_id,
-                stored["connector_name"],
-                previous=previous,
-            )
-            await record_outbox(
-                conn, caller.subscription_id, ENTITY, connector_id, "delete", {"activity": activity}
-            )
+            document = self.document_of(stored)
+            previous = render_connector(document)
+            document["d_flag"] = True
+            document["updated_at"] = call.now
+            await self._save(conn, self.row_of(document, stored), insert=False)
+            await self._audit(conn, call, "delete", "deleted", document, previous=previous)
         return ok("Connector deleted successfully", {"connector_id": connector_id})
 
     async def test_connector(self, call: Call) -> RecordedResponse:
         connector_id = call.text("connector_id")
-        caller = call.caller
-        async with tenant_transaction(self._pool, caller.subscription_id) as conn:
+        async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
             stored = await self._load(conn, connector_id, lock=True)
-            # Only host/bucket are looked at: the sealed password is never opened here.
-            status = connection_outcome(stored["connector_type"], _detail_of(stored))
-            await conn.execute(
-                "UPDATE connectors SET test_status = $2, last_tested_at = $3, synced_at = $3 "
-                "WHERE connector_id = $1",
-                connector_id,
-                status,
-                call.now,
+            document = self.document_of(stored)
+            status = connection_outcome(
+                document.get("connector_type"), document.get("connection_detail")
             )
+            document["test_status"] = status
+            document["last_tested_at"] = call.now
+            await self._save(conn, self.row_of(document, stored), insert=False)
             result = {"test_status": status, "last_tested_at": render_datetime(call.now)}
-            activity = await record_activity(
-                conn,
-                call,
-                "executed",
-                "connector",
-                connector_id,
-                stored["connector_name"],
-                current=result,
-            )
-            await record_outbox(
-                conn, caller.subscription_id, ENTITY, connector_id, "update", {"activity": activity}
-            )
+            await self._audit(conn, call, "update", "executed", document, current=result)
         return ok("Connector tested", result)
+
+    @staticmethod
+    async def _audit(
+        conn: asyncpg.Connection,
+        call: Call,
+        operation: str,
+        action: str,
+        document: Document,
+        *,
+        previous: Any = None,
+        current: Any = None,
+    ) -> None:
+        """The write's audit row and outbox row, in the write's transaction."""
+        connector_id = document["connector_id"]
+        activity = await record_activity(
+            conn,
+            call,
+            action,
+            "connector",
+            connector_id,
+            document.get("connector_name"),
+            previous=previous,
+            current=current,
+        )
+        await record_outbox(
+            conn,
+            call.caller.subscription_id,
+            ENTITY,
+            connector_id,
+            operation,
+            {"activity": activity},
+        )
 
 
 def register(registry: HandlerRegistry, deps: HandlerDeps) -> None:
     """Register every connectors endpoint of LEGACY.md section 3."""
-    handlers = ConnectorHandlers(
-        deps.pg_pool, ConnectorSecrets(SecretBox(deps.settings.connector_keys))
-    )
+    handlers = ConnectorHandlers(deps.pg_pool, SecretBox(deps.settings.connector_keys))
     secret, clock = deps.settings.jwt_secret, deps.clock
     for route, handler in (
         ("GET /connectors/getConnectors", handlers.get_connectors),

@@ -20,7 +20,9 @@ import pytest
 from starlette.applications import Starlette
 
 from legacy_emulator.app import create_app
-from migrators.crypto import SecretBox, associated_data, split_secrets
+from migrators.crypto import SecretBox
+from migrators.entities.connectors import SPECS
+from migrators.spec import Mapped, MappingContext
 from proxy.handlers import connectors as connector_handlers
 from proxy.registry import HandlerDeps, HandlerRegistry
 from schema.keys import row_key
@@ -29,6 +31,7 @@ from strangler.exchange import RecordedRequest, RecordedResponse
 from strangler.mongo import Database, open_database
 from strangler.tokens import mint_token
 
+CONNECTORS = next(spec for spec in SPECS if spec.name == "connectors")
 SECRET = "new-side-test-secret-0123456789abcdef"
 KEYS = ConnectorKeys.parse("k1:" + "a" * 43 + "=,k2:" + "b" * 43 + "=")
 # A fixed "now" for both sides, at millisecond precision as BSON keeps it.
@@ -119,9 +122,19 @@ class Sides:
 
 
 async def insert_connector_row(pool: asyncpg.Pool, box: SecretBox, doc: dict[str, Any]) -> None:
-    """A clean legacy connector document as backfill would store it (secrets sealed)."""
-    public, secret = split_secrets(doc["connection_detail"])
-    sealed = box.seal_json(secret, associated_data(doc["connector_id"])) if secret else None
+    """A legacy connector document stored as backfill stores it: through the connectors
+    mapping (secrets sealed, dirty values kept as found), as the sync role."""
+    mapped = CONNECTORS.map_document(dict(doc), MappingContext(seal=box.seal, open=box.open))
+    assert isinstance(mapped, Mapped), mapped
+    row = mapped.rows["connectors"][0]
+    columns = list(row)
+    values = [
+        json.dumps(row[c]) if c in ("connection_detail", "extra") else row[c] for c in columns
+    ]
+    placeholders = ", ".join(
+        f"${i}::jsonb" if c in ("connection_detail", "extra") else f"${i}"
+        for i, c in enumerate(columns, 1)
+    )
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL ROLE strangler_sync")
         await conn.execute(
@@ -131,26 +144,7 @@ async def insert_connector_row(pool: asyncpg.Pool, box: SecretBox, doc: dict[str
             doc["subscription_id"],
         )
         await conn.execute(
-            "INSERT INTO connectors (id, connector_id, subscription_id, connector_name, "
-            "connector_type, description, connection_detail, secret_ciphertext, secret_key_id, "
-            "is_active, test_status, last_tested_at, created_by, created_at, updated_at, "
-            "is_deleted) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
-            row_key("connector", doc["connector_id"]),
-            doc["connector_id"],
-            doc["subscription_id"],
-            doc["connector_name"],
-            doc["connector_type"],
-            doc.get("description"),
-            json.dumps(public),
-            sealed[0] if sealed else None,
-            sealed[1] if sealed else None,
-            doc.get("is_active"),
-            doc.get("test_status"),
-            doc.get("last_tested_at"),
-            doc.get("created_by"),
-            doc.get("created_at"),
-            doc.get("updated_at"),
-            bool(doc.get("d_flag")),
+            f"INSERT INTO connectors ({', '.join(columns)}) VALUES ({placeholders})", *values
         )
 
 

@@ -239,3 +239,36 @@ async def test_test_and_delete_connector_match_legacy(
     legacy, new = await sides.both("GET", "/connectors/getConnectors", tenant)
     assert_same(legacy, new, "GET /connectors/getConnectors")
     assert new.json()["total"] == 4
+
+
+async def test_dirty_legacy_documents_read_and_update_as_legacy_does(
+    sides: Sides, tenant: Tenant
+) -> None:
+    def dirty(name: str, **changes: Any) -> dict[str, Any]:
+        return {**connector_document(tenant, name), **changes}
+
+    missing = connector_document(tenant, "sparse")
+    for key in ("description", "test_status", "last_tested_at", "is_active", "updated_at"):
+        del missing[key]
+    docs = [
+        dirty("text-dates", created_at="2024-02-03 04:05:06", updated_at=1700000000000),
+        dirty("epoch", created_at=1600000000000, is_active="true", d_flag="false"),
+        dirty("unreadable", created_at="someday", last_tested_at="not a date"),
+        dirty("deleted-as-text", d_flag="true"),
+        dirty("port-as-text", connection_detail={"host": "h", "port": "5432", "password": "p"}),
+        dirty("unknown-field", legacy_only={"kept": [1, 2]}, test_status="success"),
+        dirty("null-password", connection_detail={"host": "h", "password": None}),
+        missing,
+    ]
+    for doc in docs:
+        await sides.seed(doc)
+    legacy, new = await sides.both("GET", "/connectors/getConnectors", tenant)
+    assert_same(legacy, new, "GET /connectors/getConnectors")
+    assert new.json()["total"] == 7
+    for doc in docs:
+        params = {"connector_id": doc["connector_id"]}
+        legacy, new = await sides.both("GET", "/connectors/getConnector", tenant, params)
+        assert_same(legacy, new, "GET /connectors/getConnector")
+        body = {"connector_id": doc["connector_id"], "description": "touched"}
+        legacy, new = await sides.both("POST", "/connectors/updateConnector", tenant, body=body)
+        assert_same(legacy, new, "POST /connectors/updateConnector")
