@@ -146,10 +146,12 @@ def _choose_files(
 
 def _count_lines(path: pathlib.Path) -> int:
     lines = 0
+    last = b"\n"
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             lines += chunk.count(b"\n")
-    return lines + 1
+            last = chunk[-1:]
+    return lines + (last != b"\n")
 
 
 def _first_character(path: pathlib.Path) -> str:
@@ -288,39 +290,63 @@ async def load_export(
     progress: Progress | None = None,
     *,
     collections: Iterable[str] = COLLECTIONS,
+    replace: bool = False,
 ) -> LoadSummary:
     """Load every ``<collection>.json`` of ``directory`` into ``db`` as found.
 
-    ``progress`` is called as (collection, lines read, lines in the file).
+    The collections it fills must be empty, unless ``replace`` drops them
+    first: loading on top of earlier data would only report every ``_id`` as
+    a duplicate. ``progress`` is called as (collection, lines read, lines in
+    the file).
     """
     started = time.perf_counter()
     files, problems = _choose_files(pathlib.Path(directory), collections)
-    decoder = _decoder()
+    for collection in files:
+        if replace:
+            await db[collection].drop()
+        elif await db[collection].count_documents({}) > 0:
+            raise ExportError(
+                f"collection {collection!r} already holds documents; load into an empty store "
+                "or ask for the existing collections to be replaced"
+            )
     counts: dict[str, int] = {}
+    decoder = _decoder()
     for collection, path in files.items():
-        total = _count_lines(path)
-        reader = _read_array if _first_character(path) == "[" else _read_lines
-        loaded = 0
-        batch: list[tuple[int, Document]] = []
-        for number, item in reader(path, decoder):
-            if isinstance(item, LoadProblem):
-                problems.append(item)
-                continue
-            batch.append((number, item))
-            if len(batch) >= BATCH:
-                written, refused = await _insert(db, collection, batch, path.name)
-                loaded, batch = loaded + written, []
-                problems += refused
-                if progress is not None:
-                    progress(collection, number, total)
-        if batch:
-            written, refused = await _insert(db, collection, batch, path.name)
-            loaded += written
-            problems += refused
-        if progress is not None:
-            progress(collection, total, total)
-        counts[collection] = loaded
+        counts[collection] = await _load_file(db, collection, path, decoder, problems, progress)
     return LoadSummary(counts, problems, time.perf_counter() - started)
+
+
+async def _load_file(
+    db: Database,
+    collection: str,
+    path: pathlib.Path,
+    decoder: json.JSONDecoder,
+    problems: list[LoadProblem],
+    progress: Progress | None,
+) -> int:
+    """Load one file in batches; its problems are appended to ``problems``."""
+    total = _count_lines(path)
+    reader = _read_array if _first_character(path) == "[" else _read_lines
+    loaded = 0
+    batch: list[tuple[int, Document]] = []
+    for number, item in reader(path, decoder):
+        if isinstance(item, LoadProblem):
+            problems.append(item)
+            continue
+        batch.append((number, item))
+        if len(batch) >= BATCH:
+            written, refused = await _insert(db, collection, batch, path.name)
+            loaded, batch = loaded + written, []
+            problems += refused
+            if progress is not None:
+                progress(collection, number, total)
+    if batch:
+        written, refused = await _insert(db, collection, batch, path.name)
+        loaded += written
+        problems += refused
+    if progress is not None:
+        progress(collection, total, total)
+    return loaded
 
 
 def _make_directory(target: pathlib.Path) -> pathlib.Path:

@@ -212,8 +212,26 @@ async def test_progress_counts_lines_up_to_the_file_length(tmp_path: pathlib.Pat
     summary = await load_export(fresh_store(), tmp_path, progress=lambda *a: seen.append(a))
 
     assert summary.counts == {"userActivity": 2500}
-    assert seen[-1] == ("userActivity", seen[-1][2], seen[-1][2])
-    assert len(seen) >= 3 and all(done <= total for _, done, total in seen)
+    assert seen == [
+        ("userActivity", 1000, 2500),
+        ("userActivity", 2000, 2500),
+        ("userActivity", 2500, 2500),
+    ]
+
+
+async def test_loading_over_existing_documents_is_refused_unless_replaced(
+    tmp_path: pathlib.Path,
+) -> None:
+    write(tmp_path / "roles.json", '{"_id":1,"role_id":"role_000000000001"}')
+    db = fresh_store()
+    await db["roles"].insert_one({"_id": 9, "role_id": "role_000000000009"})
+    with pytest.raises(ExportError, match="'roles' already holds documents"):
+        await load_export(db, tmp_path)
+
+    summary = await load_export(db, tmp_path, replace=True)
+
+    assert summary.ok
+    assert [doc["_id"] for doc in await db["roles"].find({}).to_list(None)] == [1]
 
 
 async def test_a_missing_directory_is_one_clear_error(tmp_path: pathlib.Path) -> None:
