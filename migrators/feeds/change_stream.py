@@ -1,0 +1,217 @@
+"""The change-stream feed: MongoDB change events, resumed from the stored resume token.
+
+Production opens ``collection.watch(full_document="updateLookup",
+resume_after=<stored token>)`` on PyMongo's ``AsyncCollection``
+(:class:`MongoChangeStreamSource`). The token of the last event of a batch is
+the batch's position, committed in the same PostgreSQL transaction as the rows
+that batch produced; after a crash the stream resumes right after the last
+committed event, so nothing is lost, and anything delivered twice carries the
+same ``clusterTime`` version, which the writer's version guard turns into a
+no-op.
+
+The seam: the feed only needs :class:`ChangeStreamSource` (open a cursor after
+a token) and :class:`ChangeStreamCursor` (``try_next``, ``close``), which is
+exactly the part of PyMongo's ``AsyncChangeStream`` it uses. mongomock has no
+change streams, so tests and the in-process demo plug in
+:class:`migrators.feeds.event_log.EventLog`, which produces events in MongoDB's
+documented format for every write made through it.
+
+Events are read as documented
+(https://www.mongodb.com/docs/manual/reference/change-events/):
+``_id`` (the resume token ``{"_data": ...}``), ``operationType``,
+``documentKey``, ``fullDocument`` (with ``updateLookup``: the document as it is
+when the event is read, or null when it is gone), ``updateDescription``,
+``clusterTime`` (a BSON Timestamp) and ``wallTime`` (a date, MongoDB 6.0+).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bson import json_util
+from bson.timestamp import Timestamp
+
+from migrators.feeds import FeedBatch, FeedEvent, version_from_timestamp
+from migrators.origin import is_reverse_sync_change
+from migrators.spec import EntitySpec
+from strangler.errors import PermanentError, ServiceUnavailable
+
+__all__ = [
+    "FEED_NAME",
+    "ChangeStreamCursor",
+    "ChangeStreamFeed",
+    "ChangeStreamInvalidated",
+    "ChangeStreamSource",
+    "MongoChangeStreamSource",
+    "event_from_change",
+]
+
+FEED_NAME = "change-stream"
+# How often an idle stream stores how far it has read, so a restart need not start over.
+IDLE_POSITION_SECONDS = 5.0
+_DATA_OPERATIONS = frozenset({"insert", "update", "replace", "delete"})
+# The stream cannot go on after these (the collection is gone or renamed).
+_ENDING_OPERATIONS = frozenset({"invalidate", "drop", "rename", "dropDatabase"})
+
+
+class ChangeStreamInvalidated(PermanentError):
+    def __init__(self, collection: str, operation: str) -> None:
+        self.collection = collection
+        self.operation = operation
+        super().__init__(
+            f"the change stream on {collection!r} ended with a {operation!r} event; "
+            f"run 'strangler backfill' for it again, then restart the sync"
+        )
+
+
+class ChangeStreamCursor(Protocol):
+    async def try_next(self) -> Mapping[str, Any] | None: ...
+    async def close(self) -> None: ...
+
+    # Where the cursor stands even when no event came (the server's postBatchResumeToken).
+    @property
+    def resume_token(self) -> Mapping[str, Any] | None: ...
+
+
+class ChangeStreamSource(Protocol):
+    async def open(self, resume_after: Mapping[str, Any] | None) -> ChangeStreamCursor: ...
+
+
+class MongoChangeStreamSource:
+    """The real source: PyMongo's ``AsyncCollection.watch``."""
+
+    def __init__(self, collection: Any, *, max_await_ms: int = 500) -> None:
+        self._collection = collection
+        self._max_await_ms = max_await_ms
+
+    async def open(self, resume_after: Mapping[str, Any] | None) -> ChangeStreamCursor:
+        from pymongo.errors import PyMongoError
+
+        try:
+            stream: ChangeStreamCursor = await self._collection.watch(
+                full_document="updateLookup",
+                # Pre-images (when the collection enables them) give deletes their legacy id.
+                full_document_before_change="whenAvailable",
+                resume_after=resume_after,
+                max_await_time_ms=self._max_await_ms,
+            )
+        except PyMongoError as exc:
+            raise ServiceUnavailable("MONGO_URL", "the change stream", str(exc)) from exc
+        return stream
+
+
+def _epoch_seconds(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.timestamp()
+    return None
+
+
+def _json_safe(value: Any) -> Any:
+    """Relaxed Extended JSON, as the quarantine keeps documents."""
+    return json.loads(json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS))
+
+
+def _legacy_id(spec: EntitySpec, event: Mapping[str, Any]) -> str | None:
+    for source in ("fullDocument", "fullDocumentBeforeChange", "documentKey"):
+        document = event.get(source) or {}
+        value = document.get(spec.id_field)
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
+def event_from_change(spec: EntitySpec, change: Mapping[str, Any]) -> FeedEvent | None:
+    """The feed event for one documented change event; None for events with no data."""
+    operation = change.get("operationType")
+    if operation in _ENDING_OPERATIONS:
+        raise ChangeStreamInvalidated(spec.collection, str(operation))
+    if operation not in _DATA_OPERATIONS:
+        return None  # createIndexes and other DDL events carry no document
+    cluster_time = change.get("clusterTime")
+    if not isinstance(cluster_time, Timestamp):
+        raise ValueError(f"change event without a BSON Timestamp clusterTime: {cluster_time!r}")
+    version = version_from_timestamp(cluster_time.time, cluster_time.inc)
+    occurred = _epoch_seconds(change.get("wallTime"))
+    document: Any = None if operation == "delete" else change.get("fullDocument")
+    raw = {
+        "operationType": operation,
+        "documentKey": _json_safe(change.get("documentKey")),
+        "clusterTime": [cluster_time.time, cluster_time.inc],
+        "resumeToken": _json_safe(change.get("_id")),
+    }
+    if operation == "update" and document is None:
+        # updateLookup found nothing: the document was deleted after this update, and its
+        # delete event follows; there is nothing to apply for this one.
+        return None
+    return FeedEvent(
+        legacy_id=_legacy_id(spec, change),
+        document=dict(document) if document is not None else None,
+        version=version,
+        occurred_at=occurred if occurred is not None else float(cluster_time.time),
+        raw=raw,
+        echo=is_reverse_sync_change(change),
+    )
+
+
+class ChangeStreamFeed:
+    """A :class:`~migrators.feeds.Feed` over a change-stream source."""
+
+    name = FEED_NAME
+
+    def __init__(self, spec: EntitySpec, source: ChangeStreamSource) -> None:
+        self._spec = spec
+        self._source = source
+        self._cursor: ChangeStreamCursor | None = None
+        self._token: Mapping[str, Any] | None = None
+        self._token_stored_at = 0.0
+
+    async def open(self, position: Mapping[str, Any] | None) -> None:
+        self._token = (position or {}).get("resume_token")
+        self._token_stored_at = 0.0  # store the starting point at once when there was none
+        self._cursor = await self._source.open(self._token)
+
+    def _idle_batch(self) -> FeedBatch | None:
+        """An empty batch that stores how far an idle stream has read, now and then."""
+        assert self._cursor is not None
+        token = self._cursor.resume_token
+        now = time.monotonic()
+        if token is None or token == self._token:
+            return None
+        if self._token is not None and now - self._token_stored_at < IDLE_POSITION_SECONDS:
+            return None
+        self._token, self._token_stored_at = token, now
+        return FeedBatch(events=[], position={"resume_token": _json_safe(token)}, caught_up=True)
+
+    async def next_batch(self, max_events: int) -> FeedBatch | None:
+        if self._cursor is None:
+            raise RuntimeError("ChangeStreamFeed.next_batch before open")
+        events: list[FeedEvent] = []
+        last_token: Mapping[str, Any] | None = None
+        caught_up = False
+        while len(events) < max_events:
+            change = await self._cursor.try_next()
+            if change is None:
+                caught_up = True
+                break
+            last_token = change["_id"]
+            event = event_from_change(self._spec, change)
+            if event is not None:
+                events.append(event)
+        if last_token is None:
+            return self._idle_batch()
+        self._token, self._token_stored_at = last_token, time.monotonic()
+        return FeedBatch(
+            events=events,
+            position={"resume_token": _json_safe(last_token)},
+            caught_up=caught_up,
+        )
+
+    async def close(self) -> None:
+        if self._cursor is not None:
+            cursor, self._cursor = self._cursor, None
+            await cursor.close()

@@ -1,0 +1,163 @@
+"""The polling feed, for a standalone ``mongod`` (no oplog, no change streams).
+
+Two sources of ids to read again, combined in one feed:
+
+* the touched-ids stream (:mod:`migrators.touched`): every write that went
+  through the proxy to legacy names its id right after it succeeded; the feed
+  blocks on it for ``block_ms`` at most, so such a write is applied within one
+  batch's time (low latency);
+* the anti-entropy sweep (:mod:`migrators.feeds.sweep`): every
+  ``sweep_interval`` seconds one round of bucket checksums, so that writes
+  that bypassed the proxy are found within a full pass,
+  ``ceil(buckets / buckets_per_round) * sweep_interval`` seconds.
+
+For each batch of ids the feed takes a version from its
+:class:`~migrators.feeds.ObservationClock` *before* it reads the documents
+(``find`` on the legacy id), so the version labels a read that happened after
+every write it could reflect; a document that is no longer there is a
+deletion. Touched entries are acknowledged (XACK) only after the batch's
+transaction committed.
+
+Position (JSON, stored with the rows): ``observed`` (the last version used,
+the floor of the next leader's clock) and ``next_bucket`` (where the sweep goes
+on).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import asyncpg
+
+from migrators.feeds import FeedBatch, FeedEvent, ObservationClock
+from migrators.feeds.sweep import Sweeper
+from migrators.spec import Document, EntitySpec
+from migrators.touched import TouchedEntry, TouchedReader
+from strangler.mongo import Collection
+
+__all__ = ["FEED_NAME", "PollingFeed"]
+
+FEED_NAME = "polling"
+_READ_CHUNK = 500
+
+Clock = Callable[[], float]
+
+
+class PollingFeed:
+    """A :class:`~migrators.feeds.Feed`: touched ids first, a sweep round when due."""
+
+    name = FEED_NAME
+
+    def __init__(
+        self,
+        spec: EntitySpec,
+        collection: Collection,
+        touched: TouchedReader,
+        sweeper: Sweeper | None,
+        conn: asyncpg.Connection,
+        *,
+        sweep_interval: float = 5.0,
+        block_ms: int = 200,
+        clock: Clock = time.time,
+    ) -> None:
+        self._spec = spec
+        self._collection = collection
+        self._touched = touched
+        self._sweeper = sweeper
+        self._conn = conn
+        self._sweep_interval = sweep_interval
+        self._block_ms = block_ms
+        self._clock = clock
+        self._observations = ObservationClock()
+        self._next_bucket = 0
+        self._next_sweep_at = 0.0
+        self._swept_buckets = 0  # since open: a full pass is what `--once` waits for
+        self._pending_sweep_ids: list[str] = []
+
+    @property
+    def full_pass_done(self) -> bool:
+        return self._sweeper is None or self._swept_buckets >= self._sweeper.buckets
+
+    async def open(self, position: Mapping[str, Any] | None) -> None:
+        position = position or {}
+        self._observations = ObservationClock(int(position.get("observed") or 0))
+        self._next_bucket = int(position.get("next_bucket") or 0)
+        self._swept_buckets = 0
+        self._pending_sweep_ids = []
+        self._next_sweep_at = 0.0  # a new leader sweeps at once
+        await self._touched.ensure_group()
+
+    def _position(self) -> dict[str, Any]:
+        return {"observed": self._observations.last, "next_bucket": self._next_bucket}
+
+    async def _sweep_round(self) -> None:
+        assert self._sweeper is not None
+        result = await self._sweeper.run_round(self._conn, self._next_bucket)
+        self._next_bucket = (self._next_bucket + self._sweeper.buckets_per_round) % (
+            self._sweeper.buckets
+        )
+        self._swept_buckets += self._sweeper.buckets_per_round
+        self._pending_sweep_ids.extend(result.differing_ids)
+        self._next_sweep_at = time.monotonic() + self._sweep_interval
+
+    async def _read(self, ids: list[str]) -> dict[str, Document]:
+        found: dict[str, Document] = {}
+        for start in range(0, len(ids), _READ_CHUNK):
+            chunk = ids[start : start + _READ_CHUNK]
+            async for document in self._collection.find({self._spec.id_field: {"$in": chunk}}):
+                found[str(document[self._spec.id_field])] = document
+        return found
+
+    async def next_batch(self, max_events: int) -> FeedBatch | None:
+        # A new leader first makes one full pass at once (rounds back to back): whatever
+        # happened while no one led is found; then a round every sweep_interval.
+        sweep_due = self._sweeper is not None and (
+            not self.full_pass_done or time.monotonic() >= self._next_sweep_at
+        )
+        swept_now = False
+        if sweep_due and not self._pending_sweep_ids:
+            await self._sweep_round()
+            swept_now = True
+        entries: list[TouchedEntry] = await self._touched.read(
+            max_events, 0 if (swept_now or self._pending_sweep_ids) else self._block_ms
+        )
+        swept = self._pending_sweep_ids[: max(0, max_events - len(entries))]
+        self._pending_sweep_ids = self._pending_sweep_ids[len(swept) :]
+        if not entries and not swept and not swept_now:
+            return None
+        occurred: dict[str, float] = {}
+        for entry in entries:  # the oldest write of an id is the one its lag counts from
+            if entry.legacy_id:
+                occurred[entry.legacy_id] = min(entry.at, occurred.get(entry.legacy_id, math.inf))
+        ids = list(dict.fromkeys([*occurred, *swept]))
+        version = self._observations.next(self._clock())  # before the read it labels
+        documents = await self._read(ids)
+        events = [
+            FeedEvent(
+                legacy_id=legacy_id,
+                document=documents.get(legacy_id),
+                version=version,
+                occurred_at=occurred.get(legacy_id),
+                raw={"feed": FEED_NAME, "reason": "touched" if legacy_id in occurred else "sweep"},
+            )
+            for legacy_id in ids
+        ]
+        entry_ids = [entry.entry_id for entry in entries]
+
+        async def acknowledge() -> None:
+            await self._touched.acknowledge(entry_ids)
+
+        return FeedBatch(
+            events=events,
+            position=self._position(),
+            acknowledge=acknowledge if entry_ids else None,
+            caught_up=len(entries) < max_events
+            and not self._pending_sweep_ids
+            and self.full_pass_done,
+        )
+
+    async def close(self) -> None:
+        self._pending_sweep_ids = []
