@@ -20,7 +20,7 @@ from strangler.config import Settings, load_settings, redact_url
 from strangler.errors import ConfigError, DataError
 from strangler.mongo import Database, open_database, ping
 
-__all__ = ["ProgressPrinter", "bind_socket", "data_source", "register"]
+__all__ = ["ProgressPrinter", "bind_socket", "data_source", "fill_store", "register"]
 
 SCALE_NAMES = ("small", "6mo", "1y", "2y")
 DEFAULT_PORT = 8001
@@ -80,6 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Load a directory of exported legacy collections into the MONGO_URL store.",
     )
     load.add_argument("directory", type=pathlib.Path, help="the export directory")
+    load.add_argument(
+        "--replace", action="store_true", help="drop the collections it loads first if they exist"
+    )
     load.set_defaults(handler=_load)
 
 
@@ -155,7 +158,7 @@ def data_source(value: str) -> str | pathlib.Path:
     )
 
 
-async def _fill(db: Database, source: str | pathlib.Path) -> list[str]:
+async def fill_store(db: Database, source: str | pathlib.Path) -> list[str]:
     """Seed (a scale name) or load (an export directory) the store; the summary lines."""
     progress = ProgressPrinter()
     try:
@@ -205,7 +208,7 @@ async def _serve_async(
 
     db = await _open_store(settings)
     if source is not None:
-        for line in await _fill(db, source):
+        for line in await fill_store(db, source):
             print(line, flush=True)
     step = DEFAULT_RUN_STEP_SECONDS if args.run_step_seconds is None else args.run_step_seconds
     app = create_app(db, jwt_secret=settings.jwt_secret, run_step_seconds=step)
@@ -268,7 +271,7 @@ def _load(args: argparse.Namespace) -> int:
         db = await _open_store(settings)
         progress = ProgressPrinter()
         try:
-            summary = await load_export(db, directory, progress=progress)
+            summary = await load_export(db, directory, progress=progress, replace=args.replace)
         finally:
             progress.end()
         return list(summary.lines())

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+import uuid
 
+import httpx
 import pytest
 
+from legacy_emulator.app import create_app
+from legacy_emulator.cli import data_source, fill_store
+from legacy_emulator.export_load import dump_export
 from legacy_emulator.generator import seed_store
+from strangler.mongo import open_database
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 LISTS = [
@@ -104,3 +110,28 @@ async def test_every_single_read_and_the_writes_work_on_dirty_documents(
     await seeded_api.data(
         "POST", "/workspace/addFolder", 201, workspace_id=first_workspace, folder_name="new-one"
     )
+
+
+async def test_an_export_loaded_store_serves_what_the_exported_store_served(
+    api, seeded, db, tenant_a, tmp_path, secret
+) -> None:
+    await dump_export(db, tmp_path)
+    loaded = open_database(f"memory://legacy-loaded-{uuid.uuid4().hex}")
+    try:
+        lines = await fill_store(loaded, data_source(str(tmp_path)))
+        assert lines
+        app = create_app(loaded, jwt_secret=secret, run_step_seconds=0.01)
+        transport = httpx.ASGITransport(app=app)
+        subscription_id, user_id = seeded.tenants[0]
+        tenant = type(tenant_a)(subscription_id, user_id)
+        async with httpx.AsyncClient(transport=transport, base_url="http://legacy") as http:
+            from_export = api.as_(tenant)
+            from_export.client = http
+            original = api.as_(tenant)
+            for path in LISTS:
+                assert (await from_export.get(path, per_page=50)).json() == (
+                    await original.get(path, per_page=50)
+                ).json(), path
+    finally:
+        for name in await loaded.list_collection_names():
+            await loaded[name].drop()
