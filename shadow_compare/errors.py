@@ -3,7 +3,8 @@
     ShadowError                       root of this package (a StranglerError)
     ├── RulesError       (Permanent)  shadow_rules.yaml cannot be used: names the file and the fix
     ├── CorpusError      (Permanent)  a replay case file cannot be used: names the file and the fix
-    └── StoreUnavailable (Retryable)  PostgreSQL did not answer (a ServiceUnavailable)
+    ├── StoreUnavailable (Retryable)  PostgreSQL did not answer (a ServiceUnavailable)
+    └── SideUnavailable  (Retryable)  a replay could not connect to legacy or new
 
 A failed gate is not an error: the report command returns exit code 1 for it.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from strangler.errors import PermanentError, ServiceUnavailable, StranglerError
 
-__all__ = ["CorpusError", "RulesError", "ShadowError", "StoreUnavailable"]
+__all__ = ["CorpusError", "RulesError", "ShadowError", "SideUnavailable", "StoreUnavailable"]
 
 
 class ShadowError(StranglerError):
@@ -43,3 +44,7 @@ class CorpusError(ShadowError, PermanentError):
 
 class StoreUnavailable(ShadowError, ServiceUnavailable):
     """PostgreSQL (the result store) did not answer or refused the query."""
+
+
+class SideUnavailable(ShadowError, ServiceUnavailable):
+    """A replay could not connect to one side; ``setting`` names the flag pointing at it."""

@@ -17,7 +17,8 @@ __all__ = ["REDACTED", "is_secret_name", "redact", "redact_path_value", "redact_
 REDACTED = "[redacted]"
 
 _SECRET_NAME = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|"
+    r"password|passwd|passphrase|(^|[_.-])pass([_.-]|$)|secret|token|api[_-]?key|"
+    r"access[_-]?key|private[_-]?key|"
     r"credential|authorization|cookie|connection[_-]?detail|connection[_-]?string|dsn|"
     r"^pwd$",
     re.IGNORECASE,

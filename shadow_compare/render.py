@@ -87,6 +87,8 @@ def _text(report: Report) -> str:
     runs = "all runs" if report.runs is None else ", ".join(report.runs)
     lines = [f"shadow report since {report.since.isoformat()} ({runs})"]
     lines.extend(report.notes)
+    for check in report.checks:
+        lines.append(f"check {check.name}: {'pass' if check.passed else 'FAIL'} - {check.message}")
     for entity in report.entities:
         lines.append("")
         lines.extend(_entity_lines(entity))
@@ -106,6 +108,10 @@ def _markdown(report: Report) -> str:
         f"Since {report.since.isoformat()}.",
     ]
     out.extend(f"> {note}" for note in report.notes)
+    out.extend(
+        f"- check `{_cell(c.name)}`: {'pass' if c.passed else '**FAIL**'}: {_cell(c.message)}"
+        for c in report.checks
+    )
     out += [
         "",
         "| entity | result | compared | regressions | rate | upper bound | "
@@ -209,6 +215,22 @@ def _junit(report: Report) -> str:
         suite.set("errors", "0")
         suite.set("skipped", str(skipped))
         total_tests += tests
+        total_failures += failures
+    if report.checks:
+        suite = ET.SubElement(suites, "testsuite", name="shadow.checks")
+        failures = 0
+        for check in report.checks:
+            case = ET.SubElement(suite, "testcase", classname="shadow.checks", name=check.name)
+            if not check.passed:
+                failures += 1
+                ET.SubElement(case, "failure", message=redact_text(check.message), type="check")
+            else:
+                ET.SubElement(case, "system-out").text = redact_text(check.message)
+        suite.set("tests", str(len(report.checks)))
+        suite.set("failures", str(failures))
+        suite.set("errors", "0")
+        suite.set("skipped", "0")
+        total_tests += len(report.checks)
         total_failures += failures
     if not report.entities:
         suite = ET.SubElement(

@@ -164,10 +164,16 @@ class Report:
     gates: Gates
     entities: list[EntityReport]
     notes: list[str] = field(default_factory=list)
+    # Checks beyond the per-entity gates, e.g. a replay case's declared expectation.
+    checks: list[GateResult] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return bool(self.entities) and all(e.passed for e in self.entities)
+        return (
+            bool(self.entities)
+            and all(e.passed for e in self.entities)
+            and all(c.passed for c in self.checks)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -176,6 +182,9 @@ class Report:
             "passed": self.passed,
             "gates": self.gates.__dict__,
             "notes": self.notes,
+            "checks": [
+                {"name": c.name, "passed": c.passed, "message": c.message} for c in self.checks
+            ],
             "entities": [e.to_json() for e in self.entities],
         }
 

@@ -82,3 +82,13 @@ def test_samples_carry_no_secret_from_bodies_requests_or_details() -> None:
     assert SECRET_PASSWORD not in stored  # ... without the secrets
     assert TOKEN not in stored
     assert "authorization" not in stored.lower()  # headers are never kept
+
+
+def test_field_names_that_only_look_like_secrets_are_kept() -> None:
+    value = {"passed": True, "passport_country": "FR", "compass": 1, "db_pass": "x"}
+    assert redact(value) == {
+        "passed": True,
+        "passport_country": "FR",
+        "compass": 1,
+        "db_pass": REDACTED,
+    }
