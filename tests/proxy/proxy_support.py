@@ -176,6 +176,13 @@ class ThreadedUpstream:
         self._loop.close()
 
 
+def edit_file(path: pathlib.Path, old: str, new: str) -> None:
+    """Replace the first ``old`` in place (not atomically: as a careless editor would)."""
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
 # --- rules files -----------------------------------------------------------------------------
 
 
@@ -243,6 +250,9 @@ class ProxyProcess:
 
     def status(self) -> dict[str, Any]:
         return json.loads(httpx.get(self.admin_url + "/admin/status", timeout=5).text)
+
+    def metrics_text(self) -> str:
+        return httpx.get(self.admin_url + "/metrics", timeout=5).text
 
     def rss_kib(self, field: str = "VmRSS") -> int:
         for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -1,0 +1,90 @@
+"""Write fences: writes of a fenced entity get 503 + Retry-After, its reads keep flowing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from proxy_support import free_port, rules_data
+
+from proxy.errors import AdminUnreachable
+from proxy.fence_client import lift_fence, set_fence
+
+
+async def _write(http, proxy, path="/connectors/addConnector"):
+    return await http.post(proxy.url + path, json={"connector_name": "x"})
+
+
+async def test_admin_fence_blocks_writes_not_reads_until_lifted(start_proxy, http) -> None:
+    proxy = await start_proxy()
+    fenced = await http.post(proxy.admin_url + "/admin/fence/connectors?seconds=30")
+    assert fenced.status_code == 200
+
+    write = await _write(http, proxy)
+    assert write.status_code == 503
+    assert 1 <= int(write.headers["retry-after"]) <= 2  # the rules' fence_retry_after bound
+    assert write.json() == {
+        "status": False,
+        "message": f"connectors is being switched over; retry in {write.headers['retry-after']} s",
+    }
+    assert (await http.get(proxy.url + "/connectors/getConnectors")).status_code == 200
+    # Another entity's writes pass.
+    assert (await _write(http, proxy, "/users/addUser")).status_code == 200
+    status = (await http.get(proxy.admin_url + "/admin/status")).json()
+    assert 29 < status["admin_fences"]["connectors"] <= 30
+
+    lifted = await http.delete(proxy.admin_url + "/admin/fence/connectors")
+    assert lifted.json() == {"entity": "connectors", "lifted": True}
+    assert (await _write(http, proxy)).status_code == 200
+    metrics = (await http.get(proxy.admin_url + "/metrics")).text
+    assert 'strangler_proxy_fenced_writes_total{entity="connectors"} 1.0' in metrics
+
+
+async def test_admin_fence_is_bounded_and_expires_by_itself(start_proxy, http) -> None:
+    proxy = await start_proxy()
+    for bad in ("0", "-5", "601", "abc", "nan", "inf"):
+        resp = await http.post(proxy.admin_url + f"/admin/fence/connectors?seconds={bad}")
+        assert resp.status_code == 400, bad
+    unknown = await http.post(proxy.admin_url + "/admin/fence/robots?seconds=5")
+    assert unknown.status_code == 404
+    assert (await _write(http, proxy)).status_code == 200  # none of those fenced anything
+
+    await http.post(proxy.admin_url + "/admin/fence/connectors?seconds=0.3")
+    assert (await _write(http, proxy)).status_code == 503
+    await asyncio.sleep(0.4)
+    assert (await _write(http, proxy)).status_code == 200
+
+
+async def test_rules_file_fence_applies_to_every_instance_reading_it(start_proxy, http) -> None:
+    rules = rules_data(connectors={"mode": "legacy", "fenced": True})
+    rules["fence_retry_after"] = 3
+    first = await start_proxy(rules=rules)
+    second = await start_proxy(rules=rules)
+    for proxy in (first, second):
+        write = await _write(http, proxy)
+        assert write.status_code == 503
+        assert write.headers["retry-after"] == "3"
+        assert (await http.get(proxy.url + "/connectors/getConnector")).status_code == 200
+
+
+async def test_fence_client_sets_and_lifts_on_every_instance(start_proxy, http) -> None:
+    first, second = await start_proxy(), await start_proxy()
+    admins = [first.admin_url, second.admin_url]
+    results = await set_fence(admins, "connectors", 20)
+    assert [r.admin_url for r in results] == admins
+    for proxy in (first, second):
+        assert (await _write(http, proxy)).status_code == 503
+    await lift_fence(admins, "connectors")
+    for proxy in (first, second):
+        assert (await _write(http, proxy)).status_code == 200
+
+
+async def test_fence_client_names_instances_that_did_not_apply(start_proxy, http) -> None:
+    proxy = await start_proxy()
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(AdminUnreachable) as info:
+        await set_fence([proxy.admin_url, dead], "connectors", 20)
+    assert [url for url, _ in info.value.failures] == [dead]
+    assert dead in str(info.value)
+    # The reachable instance did apply it: the caller knows to retry or lift.
+    assert (await _write(http, proxy)).status_code == 503
