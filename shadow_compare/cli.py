@@ -7,6 +7,7 @@ command could not run (strangler.cli prints the one-line reason).
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import secrets
 import sys
@@ -211,6 +212,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if not getattr(args, "verbose", False):  # one line per request would bury the progress
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     gates = _gates(args)
     if args.concurrency < 1 or args.timeout <= 0:
         raise DataError("--concurrency must be at least 1 and --timeout above 0")
