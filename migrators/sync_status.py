@@ -88,15 +88,16 @@ async def beat(
         """INSERT INTO migration_sync_status AS s
                (entity, feed, worker, leader_since, heartbeat_at, lag_seconds, events_applied,
                 last_applied_at)
-           VALUES ($1, $2, $3, now(), now(), $4, $5, CASE WHEN $5 > 0 THEN now() END)
+           VALUES ($1, $2, $3, now(), now(), $4, $5::bigint,
+                   CASE WHEN $5::bigint > 0 THEN now() END)
            ON CONFLICT (entity) DO UPDATE SET
                feed = EXCLUDED.feed,
                worker = EXCLUDED.worker,
-               leader_since = CASE WHEN $6 THEN now() ELSE s.leader_since END,
+               leader_since = CASE WHEN $6::boolean THEN now() ELSE s.leader_since END,
                heartbeat_at = now(),
                lag_seconds = coalesce(EXCLUDED.lag_seconds, s.lag_seconds),
                events_applied = s.events_applied + EXCLUDED.events_applied,
-               last_applied_at = CASE WHEN $5 > 0 THEN now() ELSE s.last_applied_at END""",
+               last_applied_at = CASE WHEN $5::bigint > 0 THEN now() ELSE s.last_applied_at END""",
         entity,
         feed,
         worker,

@@ -45,7 +45,18 @@ class ChangeStreamHistoryLost(PermanentError):
 
 
 def _token(sequence: int) -> dict[str, str]:
+    """The token standing after the first ``sequence`` events of the log."""
     return {"_data": f"82{sequence:016X}"}
+
+
+def _sequence(token: Mapping[str, Any]) -> int | None:
+    data = token.get("_data")
+    if not isinstance(data, str) or not data.startswith("82") or len(data) != 18:
+        return None
+    try:
+        return int(data[2:], 16)
+    except ValueError:
+        return None
 
 
 class EventLog:
@@ -144,11 +155,9 @@ class EventLog:
         if resume_after is None:
             start = len(self.events)  # like watch(): from now on
         else:
-            wanted = dict(resume_after)
-            index = next((i for i, e in enumerate(self.events) if e["_id"] == wanted), None)
-            if index is None:
-                raise ChangeStreamHistoryLost(wanted)
-            start = index + 1
+            start = _sequence(resume_after)
+            if start is None or start > len(self.events):
+                raise ChangeStreamHistoryLost(resume_after)
         return EventLogCursor(self, start, max_await_seconds)
 
 
@@ -161,9 +170,7 @@ class EventLogCursor:
         self._next = start
         self._closed = False
         # Before any event, the token of where the cursor started (postBatchResumeToken).
-        self._resume_token: dict[str, str] | None = (
-            dict(log.events[start - 1]["_id"]) if start > 0 else None
-        )
+        self._resume_token: dict[str, str] = _token(start)
 
     @property
     def resume_token(self) -> Mapping[str, Any] | None:
