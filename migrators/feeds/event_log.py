@@ -152,12 +152,10 @@ class EventLog:
     async def open(
         self, resume_after: Mapping[str, Any] | None, *, max_await_seconds: float = 0.2
     ) -> EventLogCursor:
-        if resume_after is None:
-            start = len(self.events)  # like watch(): from now on
-        else:
-            start = _sequence(resume_after)
-            if start is None or start > len(self.events):
-                raise ChangeStreamHistoryLost(resume_after)
+        # No token: like watch(), from now on.
+        start = len(self.events) if resume_after is None else _sequence(resume_after)
+        if start is None or start > len(self.events):
+            raise ChangeStreamHistoryLost(resume_after or {})
         return EventLogCursor(self, start, max_await_seconds)
 
 
