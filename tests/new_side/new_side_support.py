@@ -204,7 +204,28 @@ def build_registry(pool: asyncpg.Pool, clock: list[float]) -> HandlerRegistry:
 
 
 @pytest.fixture
+async def fresh_pool(migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a database of its own, for tests that count the whole outbox."""
+    created = await asyncpg.create_pool(migrated_database_url, min_size=1, max_size=4)
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture
 async def sides(pool: asyncpg.Pool) -> AsyncIterator[Sides]:
+    async for built in _sides(pool):
+        yield built
+
+
+@pytest.fixture
+async def fresh_sides(fresh_pool: asyncpg.Pool) -> AsyncIterator[Sides]:
+    async for built in _sides(fresh_pool):
+        yield built
+
+
+async def _sides(pool: asyncpg.Pool) -> AsyncIterator[Sides]:
     db = open_database(f"memory://new-side-{uuid.uuid4().hex}")
     app: Starlette = create_app(db, jwt_secret=SECRET, run_step_seconds=0.01, password_rounds=4)
     clock = [NOW.timestamp()]
