@@ -1,0 +1,93 @@
+"""``strangler reverse-sync [ENTITY|all]``: carry the new side's writes back into MongoDB."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import asyncpg
+
+from migrators.crypto import SecretBox
+from migrators.registry import default_registry
+from migrators.reverse import ReverseResult, apply_pending
+from migrators.stores import legacy_database
+from strangler.cli import run_async
+from strangler.config import Settings, load_settings, redact_url
+from strangler.errors import DataError, ServiceUnavailable
+
+__all__ = ["register", "run_reverse_sync"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    reversible = [spec.name for spec in default_registry() if spec.to_document is not None]
+    parser = subparsers.add_parser(
+        "reverse-sync",
+        help="apply the new side's writes (the outbox) back into the legacy documents",
+        description="While an entity is in mode 'new', PostgreSQL is its source of truth: "
+        "every write there queued an outbox row. This applies the pending rows in order to "
+        "the legacy MongoDB documents (and their userActivity entries), so that switching "
+        "the entity back to 'legacy' loses nothing. Safe to repeat and to run as several "
+        "copies (one applies each entity at a time).",
+    )
+    parser.add_argument(
+        "entity",
+        metavar="ENTITY",
+        nargs="?",
+        default="all",
+        help=f"one of: {', '.join(reversible) or 'none'}; or 'all' (default)",
+    )
+    parser.add_argument("--once", action="store_true", help="apply what is pending now, then exit")
+    parser.add_argument(
+        "--interval", type=float, default=0.5, help="seconds between passes (default 0.5)"
+    )
+    parser.add_argument("--batch", type=int, default=200, help="outbox rows read per query")
+    parser.set_defaults(handler=_handle)
+
+
+async def run_reverse_sync(settings: Settings, args: argparse.Namespace) -> list[ReverseResult]:
+    if args.batch <= 0 or args.interval <= 0:
+        raise DataError("--batch and --interval must be positive")
+    specs = [s for s in default_registry().select(args.entity) if s.to_document is not None]
+    if not specs:
+        raise DataError(f"{args.entity!r} has no reversible entity (no to_document mapping)")
+    context = SecretBox(settings.connector_keys).context()
+    db = await legacy_database(settings)
+    try:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ServiceUnavailable(
+            "DATABASE_URL", redact_url(settings.database_url), type(exc).__name__
+        ) from exc
+    totals = {spec.name: ReverseResult(spec.name) for spec in specs}
+    try:
+        while True:
+            for spec in specs:
+                result = await apply_pending(pool, db, spec, context, batch=args.batch)
+                total = totals[spec.name]
+                total.applied += result.applied
+                total.failed += result.failed
+                total.pending = result.pending
+                total.errors.extend(result.errors)
+                if result.applied or result.failed:
+                    print(
+                        f"{spec.name}: {result.applied} applied, {result.failed} failed"
+                        + (f" ({result.errors[-1]})" if result.errors else ""),
+                        flush=True,
+                    )
+            if args.once:
+                break
+            await asyncio.sleep(args.interval)
+    finally:
+        await pool.close()
+    for total in totals.values():
+        print(
+            f"{total.entity}: {total.applied} outbox row(s) applied, {total.failed} failed, "
+            f"{total.pending} still pending",
+            flush=True,
+        )
+    return list(totals.values())
+
+
+def _handle(args: argparse.Namespace) -> int:
+    results = run_async(run_reverse_sync(load_settings(), args))
+    return 1 if any(result.failed for result in results) else 0
