@@ -10,7 +10,7 @@ returned to the client.
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -112,7 +112,7 @@ def upstream_headers(
         out.append(("X-Forwarded-Proto", "wss" if scheme == "wss" else scheme))
     if not has_host and host:
         out.append(("X-Forwarded-Host", host))
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or secrets.token_hex(16)
     out.append(("X-Request-Id", request_id))
     return UpstreamHeaders(out, request_id, has_body, host)
 
