@@ -126,7 +126,7 @@ def connector_document(rows: Mapping[str, Sequence[Row]], ctx: MappingContext) -
     extra = json_value(row.get("extra")) or {}
     document = write_fields(row, FIELDS, extra)
     if DETAIL in extra.get(UNREADABLE, {}):
-        detail = document.pop(DETAIL)
+        detail = from_json(extra[UNREADABLE][DETAIL])
     else:
         secret = open_secret(row, ctx)
         public = from_json(json_value(row.get(DETAIL)) or {})
