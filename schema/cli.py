@@ -9,7 +9,6 @@ from schema.connect import connect
 from schema.partitions import ensure_partitions
 from schema.runner import SchemaStatus, status, upgrade
 from strangler.config import load_settings
-from strangler.errors import PermanentError
 
 __all__ = ["register"]
 
@@ -31,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "or twice at once: a second runner waits, then finds nothing to do.",
     )
     up.add_argument(
-        "--months-ahead", type=int, default=3, help="monthly partitions to create ahead (3)"
+        "--months-ahead",
+        type=_months,
+        default=3,
+        help="monthly partitions to create ahead (3)",
     )
     up.set_defaults(handler=_upgrade)
     st = commands.add_parser(
@@ -48,12 +50,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--months-ahead months after the current one; with --from-default also one for every "
         "month that has rows in the default partition, moving those rows into it.",
     )
-    parts.add_argument("--months-ahead", type=int, default=3, help="months ahead (3)")
+    parts.add_argument("--months-ahead", type=_months, default=3, help="months ahead (3)")
     parts.add_argument(
         "--from-default", action="store_true", help="carve months out of the default partition"
     )
     parts.set_defaults(handler=_partitions)
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
+
+
+def _months(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of months (0 or more)")
+    return value
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -102,8 +114,6 @@ def _partitions(args: argparse.Namespace) -> int:
         finally:
             await conn.close()
 
-    if args.months_ahead < 0:
-        raise PermanentError("--months-ahead must be 0 or more")
     created = asyncio.run(run())
     print(f"{len(created)} partition(s) created" if created else "partitions already in place")
     return 0

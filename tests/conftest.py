@@ -102,9 +102,8 @@ async def migrated_template_database() -> AsyncIterator[str]:
 async def migrated_database_url(migrated_template_database: str) -> AsyncIterator[str]:
     """A scratch database with every schema migration applied, dropped after the test.
 
-    Copied from a session template (CREATE DATABASE ... TEMPLATE), several times faster
-    than running the migrations for each test; the template itself went through
-    ``schema.runner.upgrade``.
+    Copied from a session template (CREATE DATABASE ... TEMPLATE) rather than migrated
+    for each test; the template itself went through ``schema.runner.upgrade``.
     """
     name = f"strangler_test_mig_{os.getpid()}_{secrets.token_hex(4)}"
     await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template_database}"')

@@ -61,3 +61,10 @@ def test_every_schema_command_has_help(command, capsys):
         main(["schema", command, "--help"])
     assert exited.value.code == 0
     assert f"usage: strangler schema {command}" in capsys.readouterr().out
+
+
+def test_a_negative_number_of_months_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["schema", "partitions", "--months-ahead", "-2"])
+    assert exited.value.code == 2
+    assert "not a number of months" in capsys.readouterr().err

@@ -50,23 +50,23 @@ SUB = ref("sub", f"g % {TENANTS}")
 GENERATED: list[tuple[str, int, str, str]] = [
     ("subscriptions", TENANTS, "id, subscription_id, created_at",
      f"gen_random_uuid(), {ident('sub')}, now()"),
-    ("workspaces", 20000, "id, workspace_id, subscription_id, workspace_name, created_at, "
+    ("workspaces", 10000, "id, workspace_id, subscription_id, workspace_name, created_at, "
      "is_deleted", f"gen_random_uuid(), {ident('ws')}, {SUB}, 'W' || g, "
      "now() - g * interval '1 minute', g % 20 = 0"),
-    ("folders", 20000, "id, folder_id, subscription_id, workspace_id, folder_name, tree_position, "
+    ("folders", 10000, "id, folder_id, subscription_id, workspace_id, folder_name, tree_position, "
      "created_at", f"gen_random_uuid(), {ident('fd')}, {SUB}, {ident('ws')}, 'F' || g, 0, now()"),
-    ("jobs", 20000, "id, job_id, subscription_id, workspace_id, folder_id, job_name, "
+    ("jobs", 10000, "id, job_id, subscription_id, workspace_id, folder_id, job_name, "
      "tree_position, created_at", f"gen_random_uuid(), {ident('jb')}, {SUB}, {ident('ws')}, "
      f"{ident('fd')}, 'J' || g, 0, now()"),
-    ("workflows", 40000, "id, workflow_id, subscription_id, workspace_id, folder_id, job_id, "
+    ("workflows", 20000, "id, workflow_id, subscription_id, workspace_id, folder_id, job_id, "
      "workflow_name, tree_position, version, created_at", f"gen_random_uuid(), {ident('wf')}, "
-     f"{SUB}, {ref('ws', 'g % 20000')}, {ref('fd', 'g % 20000')}, {ref('jb', 'g % 20000')}, "
-     "'WF' || g, g / 20000, 1, now() - g * interval '1 minute'"),
-    ("workflow_versions", 40000, "id, version_id, subscription_id, workflow_id, version_number, "
+     f"{SUB}, {ref('ws', 'g % 10000')}, {ref('fd', 'g % 10000')}, {ref('jb', 'g % 10000')}, "
+     "'WF' || g, g / 10000, 1, now() - g * interval '1 minute'"),
+    ("workflow_versions", 20000, "id, version_id, subscription_id, workflow_id, version_number, "
      "change_type, created_at", f"gen_random_uuid(), {ident('ver')}, {SUB}, "
-     f"{ref('wf', 'g % 20000')}, g / 20000 + 1, 'check_in', now() - g * interval '1 minute'"),
-    ("workflow_dependencies", 20000, "job_id, workflow_id, subscription_id, position",
-     f"{ident('jb')}, {ref('wf', 'g + 20000')}, {SUB}, 0"),
+     f"{ref('wf', 'g % 10000')}, g / 10000 + 1, 'check_in', now() - g * interval '1 minute'"),
+    ("workflow_dependencies", 10000, "job_id, workflow_id, subscription_id, position",
+     f"{ident('jb')}, {ref('wf', 'g + 10000')}, {SUB}, 0"),
     ("connectors", 10000, "id, connector_id, subscription_id, connector_name, connector_type, "
      "created_at", f"gen_random_uuid(), {ident('cn')}, {SUB}, 'C' || g, "
      "(ARRAY['postgres', 'mysql', 's3', 'snowflake'])[g % 4 + 1], now() - g * interval '1 s'"),
@@ -74,22 +74,22 @@ GENERATED: list[tuple[str, int, str, str]] = [
      f"gen_random_uuid(), {ident('usr')}, {SUB}, 'u' || g || '@example.com', now()"),
     ("groups", 5000, "id, group_id, subscription_id, group_name, created_at",
      f"gen_random_uuid(), {ident('grp')}, {SUB}, 'G' || g, now()"),
-    ("user_groups", 20000, "group_id, user_id, subscription_id, position",
+    ("user_groups", 10000, "group_id, user_id, subscription_id, position",
      f"{ref('grp', 'g % 5000')}, {ident('usr')}, {SUB}, g / 5000"),
     ("roles", 5000, "id, role_id, subscription_id, role_name, created_at",
      f"gen_random_uuid(), {ident('role')}, {SUB}, 'R' || g, now()"),
-    ("user_roles", 20000, "role_id, user_id, subscription_id, position",
+    ("user_roles", 10000, "role_id, user_id, subscription_id, position",
      f"{ref('role', 'g % 5000')}, {ident('usr')}, {SUB}, g / 5000"),
-    ("job_runs", 60000, "id, job_run_id, subscription_id, workflow_id, job_id, status, "
+    ("job_runs", 30000, "id, job_run_id, subscription_id, workflow_id, job_id, status, "
      "trigger_type, created_at", f"gen_random_uuid(), {ident('run')}, {SUB}, "
-     f"{ref('wf', 'g % 40000')}, {ref('jb', 'g % 20000')}, "
+     f"{ref('wf', 'g % 20000')}, {ref('jb', 'g % 10000')}, "
      "(ARRAY['queued', 'running', 'completed', 'failed'])[g % 4 + 1], 'manual', "
-     "now() - g * interval '3 minutes'"),
-    ("user_activity", 60000, "id, activity_id, subscription_id, user_id, action, object_type, "
+     "now() - g * interval '6 minutes'"),
+    ("user_activity", 30000, "id, activity_id, subscription_id, user_id, action, object_type, "
      "object_id, created_at", f"gen_random_uuid(), {ident('act')}, {SUB}, "
      f"{ref('usr', 'g % 10000')}, 'updated', "
      "(ARRAY['workspace', 'folder', 'job', 'workflow', 'connector'])[g % 5 + 1], "
-     f"{ref('wf', 'g % 40000')}, now() - g * interval '2 minutes'"),
+     f"{ref('wf', 'g % 20000')}, now() - g * interval '4 minutes'"),
 ]  # fmt: skip
 
 PAGE = (20, 0)
@@ -145,7 +145,7 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
         "SELECT 1 FROM workflows WHERE job_id = $1 AND workflow_name = $2 AND NOT is_deleted",
         (legacy("jb", 7), "WF7")),
     "deleteWorkflow dependency cleanup": (
-        "DELETE FROM workflow_dependencies WHERE workflow_id = $1", (legacy("wf", 20007),)),
+        "DELETE FROM workflow_dependencies WHERE workflow_id = $1", (legacy("wf", 10007),)),
     "checkIn next version": (
         "SELECT max(version_number) FROM workflow_versions WHERE workflow_id = $1",
         (legacy("wf", 7),)),

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from conftest import _with_database, drop_scratch_database
+from conftest import PG_ADMIN_URL, _with_database, drop_scratch_database
 
-from schema.errors import MigrationChanged, MigrationFailed, MigrationLayoutError
+from schema.errors import (
+    MigrationChanged,
+    MigrationFailed,
+    MigrationLayoutError,
+    RoleSetupError,
+)
 from schema.files import MIGRATIONS_DIR, load_migrations
 from schema.runner import status, upgrade
+from schema.tenancy import APP_ROLE, SYNC_ROLE, ensure_subscription, enter_sync, enter_tenant
 from strangler.errors import ServiceUnavailable
 
 MODEL_TABLES = {
@@ -197,3 +205,40 @@ async def test_two_concurrent_upgrades_one_waits_and_the_second_applies_nothing(
     assert sorted(results, key=len) == [[], expected]
     assert await recorded(empty_database_url) == sorted(expected)
     assert any("waiting" in line for line in first_lines + second_lines)
+
+
+async def test_non_superuser_owner_needs_the_roles_granted_and_is_itself_under_the_policies():
+    tag = secrets.token_hex(4)
+    owner, name = f"strangler_test_owner_{tag}", f"strangler_test_owned_{tag}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    url = urlunsplit(
+        urlsplit(PG_ADMIN_URL)._replace(netloc=f"{owner}@127.0.0.1:5432", path=f"/{name}")
+    )
+    try:
+        await admin.execute(f"CREATE ROLE {owner} LOGIN")
+        await admin.execute(f"CREATE DATABASE {name} OWNER {owner}")
+        with pytest.raises(RoleSetupError, match=f"not a member of {APP_ROLE}"):
+            await upgrade(url, progress=quiet)
+        await admin.execute(f"GRANT {APP_ROLE}, {SYNC_ROLE} TO {owner}")
+        assert await upgrade(url, progress=quiet) == [m.name for m in load_migrations()]
+
+        conn = await asyncpg.connect(url)
+        try:
+            async with conn.transaction():
+                await enter_sync(conn)
+                await ensure_subscription(conn, "sub_00000000c0de")
+            # RLS is FORCEd: the tables' owner sees nothing unless it says which tenant ...
+            assert await conn.fetchval("SELECT count(*) FROM subscriptions") == 0
+            async with conn.transaction():
+                await enter_tenant(conn, "sub_00000000c0de")
+                assert await conn.fetchval("SELECT count(*) FROM subscriptions") == 1
+            # ... or switches to the bypass role explicitly.
+            async with conn.transaction():
+                await enter_sync(conn)
+                assert await conn.fetchval("SELECT count(*) FROM subscriptions") == 1
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"DROP ROLE IF EXISTS {owner}")
+        await admin.close()
