@@ -35,7 +35,7 @@ __all__ = ["MigrationState", "SchemaStatus", "status", "upgrade"]
 # "STRNGLER": one lock per database (advisory locks are scoped to the current database).
 _UPGRADE_LOCK_KEY = 0x5354524E474C4552
 _TRANSACTION_CONTROL = re.compile(
-    r"^\s*(BEGIN|COMMIT|ROLLBACK|START\s+TRANSACTION|END)\s*;", re.IGNORECASE | re.MULTILINE
+    r"^\s*(BEGIN|COMMIT|ROLLBACK|START\s+TRANSACTION)\s*;", re.IGNORECASE | re.MULTILINE
 )
 _HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -57,8 +57,9 @@ _ROLES = {
 class MigrationState:
     name: str
     state: str  # "applied", "pending", "changed" (file edited since) or "missing" (file gone)
-    checksum: str
+    checksum: str  # of the file as it is now; for a missing file, as recorded
     applied_at: datetime | None = None
+    recorded_checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,16 @@ def _compare(
             states.append(MigrationState(m.name, "pending", m.checksum))
         else:
             state = "applied" if record["checksum"] == m.checksum else "changed"
-            states.append(MigrationState(m.name, state, m.checksum, record["applied_at"]))
+            states.append(
+                MigrationState(m.name, state, m.checksum, record["applied_at"], record["checksum"])
+            )
     for name, record in sorted(applied.items()):
         if name not in by_name:
-            states.append(MigrationState(name, "missing", record["checksum"], record["applied_at"]))
+            states.append(
+                MigrationState(
+                    name, "missing", record["checksum"], record["applied_at"], record["checksum"]
+                )
+            )
     return states
 
 
@@ -185,8 +192,7 @@ async def upgrade(
         states = _compare(migrations, await _applied(conn))
         for state in states:
             if state.state == "changed":
-                recorded = (await _applied(conn))[state.name]["checksum"]
-                raise MigrationChanged(state.name, recorded, state.checksum)
+                raise MigrationChanged(state.name, state.recorded_checksum or "", state.checksum)
             if state.state == "missing":
                 raise MigrationMissing(state.name)
         pending = {s.name for s in states if s.state == "pending"}
