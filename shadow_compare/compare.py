@@ -126,10 +126,13 @@ class _Walk:
 
     # --- walking ----------------------------------------------------------------------
 
-    def node(self, legacy: Any, new: Any, states: State) -> None:
+    def tick(self) -> None:
         self.nodes += 1
         if self.nodes > self.rules.max_nodes:
             raise _Stop(f"stopped after {self.rules.max_nodes} JSON nodes (max_nodes)")
+
+    def node(self, legacy: Any, new: Any, states: State) -> None:
+        self.tick()
         here = self._rules_here(states)
         if any(kind == "ignore" for kind, _ in here):
             return
@@ -146,6 +149,11 @@ class _Walk:
 
     def mapping(self, legacy: dict[str, Any], new: dict[str, Any], states: State) -> None:
         for key, value in legacy.items():
+            if key in new and _same_scalar(value, new[key]):
+                # Most nodes are equal leaves: no rule can turn equality into a difference,
+                # so they are counted and skipped without a call (the hot path).
+                self.nodes += 1
+                continue
             child = self.matcher.step(states, key)
             self.path.append(key)
             if key in new:
@@ -159,6 +167,8 @@ class _Walk:
                 else:
                     self.add(Cause.MISSING_FIELD, value, "<missing>", "field absent on new", child)
             self.path.pop()
+        if self.nodes > self.rules.max_nodes:
+            raise _Stop(f"stopped after {self.rules.max_nodes} JSON nodes (max_nodes)")
         for key, value in new.items():
             if key in legacy:
                 continue
@@ -201,6 +211,9 @@ class _Walk:
                 states,
             )
         for index, (left, right) in enumerate(zip(legacy, new, strict=False)):
+            if _same_scalar(left, right) or _same_tree(left, right):
+                self.tick()
+                continue
             self.path.append(index)
             self.node(left, right, item_states)
             self.path.pop()
@@ -284,6 +297,9 @@ class _Walk:
                 )
         for ident, item in zip(legacy_ids, legacy, strict=True):
             if ident in common:
+                if _same_tree(item, by_new[ident]):
+                    self.tick()
+                    continue
                 self.path.append(KeyedItem(key, ident))
                 self.node(item, by_new[ident], item_states)
                 self.path.pop()
@@ -344,6 +360,30 @@ class _Walk:
             )
         else:
             self.add(Cause.VALUE, legacy, new, f"instants {gap:g} s apart", states)
+
+
+_CONTAINERS = (dict, list)
+
+
+def _same_scalar(legacy: Any, new: Any) -> bool:
+    """Equal scalars of the same JSON type (``type`` tells ``true`` from ``1`` and ``1.0``)."""
+    kind = type(legacy)
+    return kind is type(new) and kind not in _CONTAINERS and legacy == new
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _same_tree(legacy: Any, new: Any) -> bool:
+    """Equal JSON objects, decided by the C encoder rather than a Python walk.
+
+    Canonical JSON (sorted keys) tells ``true`` from ``1`` and ``1`` from ``1.0``, which
+    Python's ``==`` does not; equal subtrees are then skipped whole. Only list items and
+    the root are checked this way: they are where equal siblings are many, and checking
+    every level would serialise the path to a difference once per level.
+    """
+    return type(legacy) is dict and type(new) is dict and _canonical(legacy) == _canonical(new)
 
 
 def _as_datetimes(legacy: str, new: str) -> tuple[Any, Any] | None:
@@ -487,6 +527,9 @@ def _compare_bodies(legacy: bytes, new: bytes, walk: _Walk, notes: list[str]) ->
                 walk.matcher.start,
                 "$",
             )
+        return False
+    if _same_tree(left, right):  # the same JSON serialised differently (key order, spaces)
+        walk.nodes += 1
         return False
     walk.node(left, right, walk.matcher.start)
     return False
