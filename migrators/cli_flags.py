@@ -1,0 +1,322 @@
+"""``strangler flags show|plan|set``: the routing flag table, its gates, the fenced switch."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from migrators.crypto import SecretBox
+from migrators.flags import (
+    Change,
+    Gate,
+    GateConfig,
+    GatesFailed,
+    SwitchSteps,
+    edit_rules_text,
+    evaluate_gates,
+    gate_results_json,
+    parse_table,
+    plan_change,
+    read_flags,
+    switch_with_fence,
+    wait_for_table_hash,
+    write_rules_atomically,
+)
+from migrators.registry import UnknownEntity, default_registry
+from migrators.reverse import pending_count
+from migrators.stores import legacy_database
+from migrators.sync_status import sync_status
+from migrators.touched import CONSUMER_GROUP, stream_key
+from migrators.verify import verify_entity
+from schema.connect import connect
+from shadow_compare.endpoints import load_entity_endpoints
+from shadow_compare.report import Gates, build_report
+from shadow_compare.store import ResultStore
+from strangler.cli import run_async
+from strangler.config import Settings, load_settings
+from strangler.errors import DataError
+
+__all__ = ["LiveProbes", "drain_check", "register", "run_plan", "run_set", "show_lines"]
+
+
+class LiveProbes:
+    """The gates' evidence from PostgreSQL, the shadow result store and MongoDB."""
+
+    def __init__(self, conn: asyncpg.Connection, settings: Settings, rules_path: str) -> None:
+        self._conn = conn
+        self._settings = settings
+        self._rules_path = rules_path
+        self._registry = default_registry()
+
+    async def backfill_pending(self, entity: str) -> list[str]:
+        try:
+            spec = self._registry.get(entity)
+        except UnknownEntity:
+            return [f"{entity} (no mapping yet)"]
+        wanted = [entity, *spec.depends_on]
+        done = await self._conn.fetch(
+            "SELECT entity FROM migration_backfill_checkpoints "
+            "WHERE entity = ANY($1::text[]) AND completed_at IS NOT NULL",
+            wanted,
+        )
+        completed = {row["entity"] for row in done}
+        return [name for name in wanted if name not in completed]
+
+    async def sync_state(self, entity: str) -> tuple[bool, float | None]:
+        status = await sync_status(self._conn, entity)
+        return status.running, status.lag_seconds
+
+    async def shadow_gates(self, entity: str, config: GateConfig) -> list[Gate]:
+        since = datetime.now(UTC) - timedelta(seconds=config.window_seconds)
+        store = ResultStore(self._settings.database_url)
+        try:
+            data = await store.read(since=since, entity=entity, runs=["live"])
+        finally:
+            await store.close()
+        report = build_report(
+            data,
+            since=since,
+            runs=["live"],
+            gates=Gates(
+                min_samples=config.min_samples, max_regression_rate=config.max_regression_rate
+            ),
+            entity_endpoints=load_entity_endpoints(Path(self._rules_path)),
+            entity=entity,
+        )
+        [entity_report] = [r for r in report.entities if r.entity == entity]
+        return [Gate(f"shadow-{g.name}", g.passed, g.message) for g in entity_report.gates]
+
+    async def verify(self, entity: str, min_age: float = 5.0) -> tuple[bool, str]:
+        """Verify's verdict; ``min_age`` skips what the sync may not have carried yet."""
+        try:
+            spec = self._registry.get(entity)
+        except UnknownEntity:
+            return False, f"{entity} has no mapping: it cannot be verified"
+        db = await legacy_database(self._settings)
+        context = SecretBox(self._settings.connector_keys).context()
+        report = await verify_entity(db, self._conn, spec, context, min_age=min_age)
+        return report.clean, report.lines()[0]
+
+
+async def touched_backlog(redis: aioredis.Redis, entity: str) -> int:
+    """Touched ids not yet applied: delivered but unacknowledged, plus never delivered."""
+    try:
+        groups = await redis.xinfo_groups(stream_key(entity))
+    except RedisError:
+        return 0  # no stream yet: nothing was ever touched
+    for group in groups:
+        name = group.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) == CONSUMER_GROUP:
+            lag = group.get("lag")
+            return int(group.get("pending") or 0) + int(lag or 0)
+    return int(await redis.xlen(stream_key(entity)))
+
+
+def drain_check(
+    change: Change,
+    conn: asyncpg.Connection,
+    redis: aioredis.Redis | None,
+    verify: Callable[[str, float], Awaitable[tuple[bool, str]]],
+) -> Any:
+    """The drain test of a switch.
+
+    Leaving ``new``: the entity's reverse outbox is empty. Leaving legacy as the truth: the
+    forward sync leads, beat after the fence with lag 0, no touched id waits, and verify
+    (nothing skipped as young) finds MongoDB and PostgreSQL equal: with writes fenced that
+    is the proof that nothing legacy took is still in flight, even a write the touched
+    stream never saw (which the sweep alone would find only within its bound).
+    """
+
+    async def drained(fenced_at: float) -> tuple[bool, str]:
+        if change.from_mode == "new":  # leaving new as the truth: the outbox must be empty
+            left = await pending_count(conn, change.entity)
+            return left == 0, f"{left} outbox row(s) still to apply ('strangler reverse-sync')"
+        backlog = await touched_backlog(redis, change.entity) if redis is not None else 0
+        status = await sync_status(conn, change.entity)
+        fresh = status.last_heartbeat is not None and status.last_heartbeat.timestamp() > fenced_at
+        caught_up = status.running and fresh and status.lag_seconds == 0.0 and backlog == 0
+        state = (
+            f"forward sync running={status.running}, lag={status.lag_seconds}, "
+            f"beat after the fence={fresh}, touched ids waiting={backlog}"
+        )
+        if not caught_up:
+            return False, state
+        clean, summary = await verify(change.entity, 0.0)
+        return clean, f"{state}; verify: {summary}"
+
+    return drained
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")  # a few KB: fine on the event loop
+
+
+def show_lines(rules_path: str) -> list[str]:
+    flags = read_flags(rules_path)
+    lines = [f"{'entity':<12} {'mode':<8} {'percent':>7} {'sample':>6}  fence"]
+    for row in flags.values():
+        percent = f"{row.percent:g}%" if row.mode == "canary" else "-"
+        fence = "fenced (rules file)" if row.fenced else "-"
+        lines.append(f"{row.entity:<12} {row.mode:<8} {percent:>7} {row.sample_rate:>6g}  {fence}")
+    return lines
+
+
+def _config(args: argparse.Namespace) -> GateConfig:
+    return GateConfig(
+        max_lag_seconds=args.max_lag,
+        min_samples=args.min_samples,
+        max_regression_rate=args.max_regression_rate,
+        window_seconds=args.window_hours * 3600,
+    )
+
+
+def _gate_lines(change: Change, gates: list[Gate]) -> list[str]:
+    lines = [f"change: {change.describe()}"]
+    if change.switches_truth:
+        lines.append("  switches the source of truth: fence, drain, flip, unfence")
+    if not gates:
+        lines.append("  gates: none (a step back is always allowed)")
+    for gate in gates:
+        lines.append(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.name}: {gate.detail}")
+    return lines
+
+
+async def run_plan(settings: Settings, args: argparse.Namespace) -> tuple[Change, list[Gate]]:
+    change = plan_change(read_flags(args.rules), args.entity, args.mode, args.percent)
+    conn = await connect(settings.database_url)
+    try:
+        gates = await evaluate_gates(change, LiveProbes(conn, settings, args.rules), _config(args))
+    finally:
+        await conn.close()
+    return change, gates
+
+
+async def run_set(
+    settings: Settings, args: argparse.Namespace, say: Any = print
+) -> tuple[Change, list[Gate]]:
+    change, gates = await run_plan(settings, args)
+    for line in _gate_lines(change, gates):
+        say(line)
+    failed = [gate for gate in gates if not gate.passed]
+    if failed and not args.force:
+        raise GatesFailed(change, failed)
+    if change.switches_truth and not args.proxy_admin:
+        raise DataError(
+            f"{change.describe()} switches the source of truth: give every proxy's admin URL "
+            "(--proxy-admin URL, once per proxy) so their writes can be fenced"
+        )
+    edited = edit_rules_text(_read(args.rules), change)
+    expected_hash = parse_table(edited, args.rules).canonical_hash()
+
+    def flip() -> str:
+        write_rules_atomically(args.rules, edited)
+        return expected_hash
+
+    conn = await connect(settings.database_url)
+    redis = aioredis.from_url(settings.redis_url) if change.switches_truth else None
+    probes = LiveProbes(conn, settings, args.rules)
+    steps = SwitchSteps(
+        admin_urls=args.proxy_admin or [],
+        drained=drain_check(change, conn, redis, probes.verify),
+        fence_seconds=args.fence_seconds,
+        settle_seconds=args.settle,
+        drain_timeout=args.drain_timeout,
+        log=lambda line: say(f"  {line}"),
+    )
+    try:
+        if change.switches_truth:
+            await switch_with_fence(change, flip, steps)
+        else:
+            flip()
+            steps.say(f"flag set: {change.describe()} (table {expected_hash})")
+            if args.proxy_admin:
+                await wait_for_table_hash(args.proxy_admin, expected_hash, steps.hash_timeout)
+                steps.say("every proxy serves the new table")
+        await conn.execute(
+            "INSERT INTO routing_flag_changes (who, entity, from_mode, to_mode, percent, "
+            "gate_results, forced, reason) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)",
+            args.who or getpass.getuser(),
+            change.entity,
+            change.from_mode,
+            change.to_mode,
+            round(change.to_percent) if change.to_mode == "canary" else None,
+            gate_results_json(gates),
+            bool(failed) and args.force,
+            "; ".join([*([args.reason] if args.reason else []), *steps.events]),
+        )
+    finally:
+        await conn.close()
+        if redis is not None:
+            await redis.aclose()
+    return change, gates
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    flags = subparsers.add_parser(
+        "flags",
+        help="show and change the routing flag table, with gates and a fenced switch",
+        description="Each entity's routing mode (legacy, shadow, canary N%%, new) lives in "
+        "routing_rules.yaml, which every proxy hot-reloads. 'plan' shows a change and its "
+        "gates; 'set' applies it when the gates pass (or --force), fencing writes across a "
+        "switch of the source of truth, and logs it in routing_flag_changes.",
+    )
+    sub = flags.add_subparsers(dest="flags_command", metavar="COMMAND", required=True)
+    show = sub.add_parser("show", help="the flag table", description="Print the flag table.")
+    show.add_argument("--rules", default="routing_rules.yaml", help="the flag table file")
+    show.set_defaults(handler=_show)
+    for name, text in (
+        ("plan", "show a change of an entity's mode and evaluate its gates (changes nothing)"),
+        ("set", "change an entity's mode: gates, then the (fenced) switch, then the log"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("entity", metavar="ENTITY", help="e.g. connectors")
+        p.add_argument("mode", metavar="MODE", help="legacy | shadow | canary | new")
+        p.add_argument("percent", metavar="PERCENT", nargs="?", type=float, help="canary only")
+        p.add_argument("--rules", default="routing_rules.yaml", help="the flag table file")
+        p.add_argument("--max-lag", type=float, default=5.0, help="into new: sync lag, s (5)")
+        p.add_argument("--min-samples", type=int, default=30, help="into canary: compared (30)")
+        p.add_argument("--max-regression-rate", type=float, default=0.01, help="into canary (0.01)")
+        p.add_argument("--window-hours", type=float, default=24.0, help="shadow report window (24)")
+        if name == "set":
+            p.add_argument("--force", action="store_true", help="apply even if gates fail")
+            p.add_argument("--who", help="who makes the change (default: the OS user)")
+            p.add_argument("--reason", help="why, for the change log")
+            p.add_argument(
+                "--proxy-admin",
+                action="append",
+                metavar="URL",
+                help="a proxy's admin URL (repeat for every proxy); required for a switch",
+            )
+            p.add_argument("--fence-seconds", type=float, default=60.0, help="fence TTL (60)")
+            p.add_argument("--settle", type=float, default=1.0, help="wait after fencing (1)")
+            p.add_argument("--drain-timeout", type=float, default=60.0, help="drain wait (60)")
+        p.set_defaults(handler=_plan if name == "plan" else _set)
+
+
+def _show(args: argparse.Namespace) -> int:
+    for line in show_lines(args.rules):
+        print(line)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    change, gates = run_async(run_plan(load_settings(), args))
+    for line in _gate_lines(change, gates):
+        print(line)
+    return 0 if all(gate.passed for gate in gates) else 1
+
+
+def _set(args: argparse.Namespace) -> int:
+    run_async(run_set(load_settings(), args))
+    return 0
