@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import JWT_SECRET, SANDBOX, TENANT, Backends, cid
+from replay_backends import JWT_SECRET, SANDBOX, TENANT, Backends, cid
 
 from strangler.cli import main
 
