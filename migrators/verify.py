@@ -36,6 +36,7 @@ from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from migrators.backfill import legacy_id_of, now_ms
+from migrators.crypto import SecretError
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.writer import BatchResult, SourceItem, write_batch
 from schema.tenancy import enter_sync
@@ -173,9 +174,14 @@ def _short(value: Any) -> str:
 
 
 async def _postgres_side(
-    conn: asyncpg.Connection, spec: EntitySpec, ctx: MappingContext, young_after: datetime
+    conn: asyncpg.Connection,
+    spec: EntitySpec,
+    ctx: MappingContext,
+    young_after: datetime,
+    unreadable: dict[str, str],
 ) -> tuple[dict[str, Document], set[str], set[str]]:
-    """(legacy id -> document form of its rows, ids synced too recently, open quarantine)."""
+    """(legacy id -> document form of its rows, ids synced too recently, open quarantine);
+    rows that cannot be read back (a secret that does not open) go to ``unreadable``."""
     if spec.to_document is None:
         raise DataError(f"entity {spec.name!r} has no to_document mapping: it cannot be verified")
     table = spec.tables[0]
@@ -191,7 +197,11 @@ async def _postgres_side(
     for record in rows:
         row = dict(record)
         legacy_id = row[spec.legacy_id_column]
-        documents[legacy_id] = spec.to_document({table: [row]}, ctx)
+        try:
+            documents[legacy_id] = spec.to_document({table: [row]}, ctx)
+        except SecretError as exc:
+            unreadable[legacy_id] = str(exc)
+            continue
         synced = row.get("synced_at")
         if synced is not None and synced > young_after:
             young.add(legacy_id)
@@ -225,10 +235,15 @@ async def verify_entity(
         born = _age_moment(document)
         if min_age > 0 and born is not None and born > young_after:
             young.add(legacy_id)
-    migrated, young_rows, quarantined = await _postgres_side(conn, spec, ctx, young_after)
+    unreadable: dict[str, str] = {}
+    migrated, young_rows, quarantined = await _postgres_side(
+        conn, spec, ctx, young_after, unreadable
+    )
     if min_age > 0:
         young |= young_rows
-    report.mongo_count, report.postgres_count = len(legacy), len(migrated)
+    report.mongo_count, report.postgres_count = len(legacy), len(migrated) + len(unreadable)
+    for legacy_id, problem in sorted(unreadable.items()):
+        report.differences.append(Difference(legacy_id, "row cannot be read back", (problem,)))
     report.skipped_young = len(young)
     expected_absent = quarantined - set(migrated)
     report.quarantined = len(expected_absent & set(legacy))
@@ -244,6 +259,8 @@ async def verify_entity(
             Difference(legacy_id, "duplicate legacy id in MongoDB (only one can be migrated)")
         )
     for legacy_id in sorted(_in_buckets(set(left) | set(right), differing, buckets)):
+        if legacy_id in unreadable:
+            continue
         if legacy_id not in right:
             report.differences.append(Difference(legacy_id, "missing in PostgreSQL"))
         elif legacy_id not in left:

@@ -80,8 +80,8 @@ async def test_feed_position_commits_with_the_rows_or_not_at_all(
     )
     stored = await clean_pg.fetchval("SELECT position FROM migration_feed_positions")
     assert json.loads(stored) == {"token": 1}
-    # a user whose email clashes... no: a batch PostgreSQL refuses (deleting a tenant that
-    # still has users) rolls back rows AND position together
+    # a batch PostgreSQL refuses (deleting a tenant that still has users) rolls back its
+    # rows AND its position together
     user = {"UserId": "usr_0000000000a1", "subscription_id": SUB, "email": "a@x"}
     await write_batch(clean_pg, USERS, [SourceItem("usr_0000000000a1", user, 10)], ctx=ctx)
     with pytest.raises(BatchRejected):

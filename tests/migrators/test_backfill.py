@@ -1,0 +1,163 @@
+"""Backfill of a dirty seed, resumption after a kill, mixed _id types, idempotence."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections import Counter
+from typing import Any
+
+import asyncpg
+import pytest
+from bson import ObjectId
+
+from legacy_emulator.generator import SeedSummary
+from migrators.backfill import backfill_entity
+from migrators.cli_backfill import run_backfill
+from migrators.cli_verify import run_verify
+from migrators.registry import default_registry
+from migrators.spec import MappingContext
+from strangler.config import Settings
+from strangler.contract import is_deleted
+from strangler.mongo import Database
+
+REGISTRY = default_registry()
+ACCOUNTS = REGISTRY.get("subscriptions")
+DIRT_OF_THESE_COLLECTIONS = {
+    "datetime_as_string", "datetime_as_epoch_ms", "optional_field_missing",
+    "optional_field_null", "d_flag_missing", "d_flag_as_string", "number_as_string",
+    "duplicate_connector_name", "dangling_created_by", "unknown_field",
+}  # fmt: skip
+
+
+async def _all(db: Database, collection: str) -> list[dict[str, Any]]:
+    return [d async for d in db[collection].find({})]
+
+
+async def _plant_unmappable(db: Database) -> None:
+    no_id = {"connector_name": "no id", "connection_detail": {"password": "PLANTED-pw-1"}}
+    orphan = {
+        "connector_id": "cn_0000000000ff",
+        "subscription_id": "sub_0000000000ff",
+        "connection_detail": {"password": "PLANTED-pw-2"},
+        "connector_name": "orphan",
+    }
+    await db["connectors"].insert_many([no_id, orphan])
+
+
+async def test_dirty_seed_every_document_migrated_or_quarantined_no_password_leaks(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_settings: Settings,
+    clean_pg: asyncpg.Connection,
+) -> None:
+    assert DIRT_OF_THESE_COLLECTIONS <= {k for k, n in dirty_seed.dirt.items() if n}
+    await _plant_unmappable(legacy_db)
+    out = io.StringIO()
+    summaries = await run_backfill(clean_settings, "all", 7, out=out)
+    reports = await run_verify(clean_settings, "all", out=out)
+    by_name = {s.entity: s for s in summaries}
+    for summary in summaries:  # nothing lost: read = rows + quarantined
+        collection = summary.collection
+        documents = await _all(legacy_db, collection)
+        table = REGISTRY.get(summary.entity).tables[0]
+        rows = await clean_pg.fetchval(f"SELECT count(*) FROM {table}")
+        quarantined = sum(summary.result.quarantined.values())
+        assert summary.result.read == len(documents) == rows + quarantined
+    assert by_name["connectors"].result.quarantined == Counter(
+        {"missing_id": 1, "unknown_subscription": 1}
+    )
+    assert all(r.clean for r in reports), out.getvalue()  # every value round-trips
+
+    connectors = await _all(legacy_db, "connectors")
+    users = {u["UserId"] for u in await _all(legacy_db, "users")}
+    notes = by_name["connectors"].result.notes
+    dangling = {i for i, n in notes if n.kind == "dangling_created_by"}
+    has_owner = [  # the migrated ones: the two planted documents are quarantined
+        c for c in connectors
+        if c.get("connector_id") and c.get("subscription_id") != "sub_0000000000ff"
+    ]  # fmt: skip
+    expected = {c["connector_id"] for c in has_owner if c.get("created_by") not in users}
+    expected -= {c.get("connector_id") for c in has_owner if not c.get("created_by")}
+    assert dangling == expected and dangling  # kept and reported
+    names = Counter(
+        (c.get("subscription_id"), c.get("connector_name"))
+        for c in has_owner
+        if not is_deleted(c.get("d_flag"))
+    )
+    renamed = [n for _, n in notes if n.kind == "renamed_duplicate"]
+    assert len(renamed) == sum(n - 1 for n in names.values()) > 0
+    rows = {r["connector_id"]: r for r in await clean_pg.fetch("SELECT * FROM connectors")}
+    for document in has_owner:
+        row = rows[document["connector_id"]]
+        assert row["is_deleted"] is is_deleted(document.get("d_flag"))
+        port = document["connection_detail"].get("port")
+        assert row["connection_detail"].find(f'"port": {port!r}'.replace("'", '"')) >= 0
+
+    passwords = [c["connection_detail"]["password"] for c in connectors]
+    dumped = "\n".join(
+        [r[0] for r in await clean_pg.fetch("SELECT row_to_json(c)::text FROM connectors c")]
+        + [r[0] for r in await clean_pg.fetch("SELECT row_to_json(q)::text FROM "
+                                              "migration_quarantine q")]
+    )  # fmt: skip
+    for password in passwords:
+        assert password not in dumped and password.encode().hex() not in dumped
+        assert password not in out.getvalue()
+
+
+async def test_killed_backfill_resumes_without_rereading_or_skipping(
+    legacy_db: Database, dirty_seed: SeedSummary, clean_pg: asyncpg.Connection, ctx: MappingContext
+) -> None:
+    users = REGISTRY.get("users")
+    await backfill_entity(legacy_db, clean_pg, ACCOUNTS, ctx)
+
+    class Killed(BaseException):
+        pass
+
+    batches = []
+
+    def kill_after_two(line: str) -> None:
+        batches.append(line)
+        if len(batches) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        await backfill_entity(
+            legacy_db, clean_pg, users, ctx, batch_size=4, progress=kill_after_two
+        )
+    assert await clean_pg.fetchval("SELECT count(*) FROM users") == 8
+    resumed = await backfill_entity(legacy_db, clean_pg, users, ctx, batch_size=4)
+    total = await legacy_db["users"].count_documents({})
+    assert resumed.resumed and resumed.result.read == total - 8  # nothing read twice
+    assert await clean_pg.fetchval("SELECT count(DISTINCT user_id) FROM users") == total
+    query = "SELECT user_id, source_version, synced_at FROM users ORDER BY 1"
+    before = await clean_pg.fetch(query)
+    again = await backfill_entity(legacy_db, clean_pg, users, ctx, batch_size=4)
+    assert not again.resumed and again.result.read == total and again.result.written == 0
+    assert await clean_pg.fetch(query) == before  # a second run changes nothing
+
+
+async def test_mixed_id_types_are_all_read_even_across_a_resume(
+    legacy_db: Database, clean_pg: asyncpg.Connection, ctx: MappingContext
+) -> None:
+    ids: list[Any] = [
+        ObjectId(), "a-string", 7, 2.5, 2**40, ObjectId(), "b-string", {"k": 1},
+        dt.datetime(2020, 1, 1), b"\x01\x02", True, 3,
+    ]  # fmt: skip
+    await legacy_db["Accounts"].insert_many(
+        [{"_id": i, "subscription_id": f"sub_{n:012x}"} for n, i in enumerate(ids)]
+    )
+
+    class Killed(BaseException):
+        pass
+
+    def kill(line: str) -> None:
+        if line.startswith("subscriptions: 6/"):
+            raise Killed
+
+    with pytest.raises(Killed):
+        await backfill_entity(legacy_db, clean_pg, ACCOUNTS, ctx, batch_size=3, progress=kill)
+    resumed = await backfill_entity(legacy_db, clean_pg, ACCOUNTS, ctx, batch_size=3)
+    assert resumed.result.read == len(ids) - 6
+    assert await clean_pg.fetchval("SELECT count(*) FROM subscriptions") == len(ids)
+    assert resumed.not_read == 0

@@ -1,0 +1,82 @@
+"""Verify finds planted differences, redacts secrets, skips young rows, and repairs."""
+
+from __future__ import annotations
+
+import io
+
+import asyncpg
+
+from legacy_emulator.generator import SeedSummary
+from migrators.cli_backfill import run_backfill
+from migrators.cli_verify import run_verify
+from migrators.crypto import SecretBox, associated_data
+from strangler.config import Settings
+from strangler.mongo import Database
+
+
+async def test_verify_finds_planted_differences_and_repair_fixes_them(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_settings: Settings,
+    clean_pg: asyncpg.Connection,
+    box: SecretBox,
+) -> None:
+    await run_backfill(clean_settings, "all", 50, out=io.StringIO())
+    victim, changed_secret, gone = [
+        r["connector_id"]
+        for r in await clean_pg.fetch("SELECT connector_id FROM connectors ORDER BY 1 LIMIT 3")
+    ]
+    await clean_pg.execute(
+        "UPDATE connectors SET description = 'planted' WHERE connector_id = $1", victim
+    )
+    await clean_pg.execute(
+        "UPDATE connectors SET secret_ciphertext = other.secret_ciphertext FROM connectors other "
+        "WHERE connectors.connector_id = $1 AND other.connector_id = $2",
+        changed_secret,
+        victim,
+    )  # a ciphertext swapped in from another row must not open (bound to its row)
+    await clean_pg.execute("DELETE FROM connectors WHERE connector_id = $1", gone)
+    await legacy_db["users"].insert_one(
+        {"UserId": "usr_00000000beef", "subscription_id": dirty_seed.tenants[0][0]}
+    )
+    out = io.StringIO()
+    swapped = await run_verify(clean_settings, "connectors", out=out)
+    assert f"{changed_secret}: row cannot be read back" in out.getvalue()
+    assert "does not open" in out.getvalue() and not swapped[0].clean
+    ciphertext, key_id = box.seal(b'{"password":"changed-pw"}', associated_data(changed_secret))
+    await clean_pg.execute(
+        "UPDATE connectors SET secret_ciphertext = $2, secret_key_id = $3 WHERE connector_id = $1",
+        changed_secret,
+        ciphertext,
+        key_id,
+    )
+    out = io.StringIO()
+    reports = await run_verify(clean_settings, "all", out=out)
+    text = out.getvalue()
+    by_name = {r.entity: r for r in reports}
+    assert not by_name["connectors"].clean and not by_name["users"].clean
+    assert f"{victim}: fields differ" in text and 'PostgreSQL "planted"' in text
+    assert f"{changed_secret}: fields differ" in text
+    assert "connection_detail.password: a secret value differs (not shown)" in text
+    assert f"{gone}: missing in PostgreSQL" in text
+    assert "usr_00000000beef: missing in PostgreSQL" in text
+    passwords = [d["connection_detail"]["password"] async for d in legacy_db["connectors"].find()]
+    assert not any(p in text for p in passwords) and "changed-pw" not in text
+
+    await run_verify(clean_settings, "all", repair=True, out=io.StringIO())
+    after = await run_verify(clean_settings, "all", out=io.StringIO())
+    assert all(r.clean for r in after)
+
+
+async def test_rows_younger_than_min_age_are_skipped_not_reported(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_settings: Settings,
+    clean_pg: asyncpg.Connection,
+) -> None:
+    await run_backfill(clean_settings, "subscriptions", 50, out=io.StringIO())
+    await clean_pg.execute("UPDATE subscriptions SET company_name = 'racing', synced_at = now()")
+    young = await run_verify(clean_settings, "subscriptions", min_age=3600, out=io.StringIO())
+    assert young[0].clean and young[0].skipped_young == young[0].postgres_count
+    old = await run_verify(clean_settings, "subscriptions", out=io.StringIO())
+    assert not old[0].clean
