@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -123,3 +124,17 @@ async def shared_migrated_database_url() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_scratch_database(url)
+
+
+@dataclass(frozen=True)
+class ScratchDatabases:
+    """For tests that manage databases themselves (other scopes, other owners)."""
+
+    admin_url: str
+    create: Callable[[str], Awaitable[str]]
+    drop: Callable[[str], Awaitable[None]]
+
+
+@pytest.fixture(scope="session")
+def scratch_databases() -> ScratchDatabases:
+    return ScratchDatabases(PG_ADMIN_URL, create_scratch_database, drop_scratch_database)

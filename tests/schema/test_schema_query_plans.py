@@ -17,7 +17,6 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from conftest import create_scratch_database, drop_scratch_database
 
 from schema.partitions import ensure_partitions
 from schema.runner import upgrade
@@ -239,8 +238,8 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def big_database() -> AsyncIterator[str]:
-    url = await create_scratch_database("strangler_test_plans")
+async def big_database(scratch_databases) -> AsyncIterator[str]:
+    url = await scratch_databases.create("strangler_test_plans")
     try:
         await upgrade(url, progress=lambda _line: None)
         conn = await asyncpg.connect(url)
@@ -258,7 +257,7 @@ async def big_database() -> AsyncIterator[str]:
             await conn.close()
         yield url
     finally:
-        await drop_scratch_database(url)
+        await scratch_databases.drop(url)
 
 
 def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from conftest import PG_ADMIN_URL, _with_database, drop_scratch_database
 
 from schema.errors import (
     MigrationChanged,
@@ -91,9 +90,11 @@ async def test_second_upgrade_applies_nothing(migrated_database_url):
     assert "nothing to apply" in lines[-1]
 
 
-async def test_upgrade_creates_a_missing_database_and_says_so(empty_database_url, tmp_path):
+async def test_upgrade_creates_a_missing_database_and_says_so(
+    empty_database_url, scratch_databases, tmp_path
+):
     directory = copy_migrations(tmp_path)
-    url = _with_database(empty_database_url, empty_database_url.rsplit("/", 1)[1] + "_new")
+    url = empty_database_url + "_new"
     lines: list[str] = []
     try:
         report = await status(url, migrations_dir=directory)
@@ -102,7 +103,7 @@ async def test_upgrade_creates_a_missing_database_and_says_so(empty_database_url
         assert "did not exist: created it" in lines[0]
         assert "first_table" in await tables_of(url)
     finally:
-        await drop_scratch_database(url)
+        await scratch_databases.drop(url)
 
 
 async def test_unreachable_server_names_database_url():
@@ -207,12 +208,15 @@ async def test_two_concurrent_upgrades_one_waits_and_the_second_applies_nothing(
     assert any("waiting" in line for line in first_lines + second_lines)
 
 
-async def test_non_superuser_owner_needs_the_roles_granted_and_is_itself_under_the_policies():
+async def test_non_superuser_owner_needs_the_roles_granted_and_is_itself_under_the_policies(
+    scratch_databases,
+):
     tag = secrets.token_hex(4)
     owner, name = f"strangler_test_owner_{tag}", f"strangler_test_owned_{tag}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
+    admin = await asyncpg.connect(scratch_databases.admin_url)
+    server = urlsplit(scratch_databases.admin_url)
     url = urlunsplit(
-        urlsplit(PG_ADMIN_URL)._replace(netloc=f"{owner}@127.0.0.1:5432", path=f"/{name}")
+        server._replace(netloc=f"{owner}@{server.hostname}:{server.port or 5432}", path=f"/{name}")
     )
     try:
         await admin.execute(f"CREATE ROLE {owner} LOGIN")

@@ -111,7 +111,7 @@ async def seed_tenant(conn: asyncpg.Connection, tenant: Tenant) -> None:
 async def connect_as(url: str, user: str) -> asyncpg.Connection:
     parts = urlsplit(url)
     return await asyncpg.connect(
-        urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
+        urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port or 5432}"))
     )
 
 
