@@ -27,7 +27,7 @@ from shadow_compare.errors import SideUnavailable
 from shadow_compare.model import CompareResult, Outcome, Verdict
 from shadow_compare.report import GateResult
 from shadow_compare.rules import RuleSet
-from shadow_compare.runner import reclassify_pair, settle_by_rereading
+from shadow_compare.settle import reclassify_pair, settle_by_rereading
 from strangler.exchange import RecordedRequest, RecordedResponse, Side
 from strangler.tokens import mint_token
 

@@ -35,6 +35,7 @@ __all__ = [
     "IgnoreRule",
     "NumberTolerance",
     "RuleSet",
+    "RulesFile",
     "SetRule",
     "load_rules",
     "parse_rules",
@@ -223,18 +224,18 @@ class RuleSet:
 
     def __init__(self, parsed: RulesFile, source: str = "<built-in defaults>") -> None:
         self.source = source
-        self._parsed = parsed
+        self.parsed = parsed
         self._compiled: dict[str, CompiledRules] = {}
 
     @property
     def entities(self) -> tuple[str, ...]:
-        return tuple(self._parsed.entities)
+        return tuple(self.parsed.entities)
 
     def for_entity(self, entity: str) -> CompiledRules:
         compiled = self._compiled.get(entity)
         if compiled is None:
-            defaults = self._parsed.defaults
-            own = self._parsed.entities.get(entity, EntityRules())
+            defaults = self.parsed.defaults
+            own = self.parsed.entities.get(entity, EntityRules())
             base = EntityRules(
                 ignore=defaults.ignore,
                 sets=defaults.sets,

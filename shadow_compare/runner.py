@@ -6,7 +6,7 @@ take exchanges off the queue, call the other side, compare, re-read reads whose
 differences may be noise or lag, and hand the outcome to a recorder that writes to
 PostgreSQL in batches. Every step is bounded: queue size, concurrency, a timeout per
 comparison, and the comparator's own cost bound. Large bodies are compared in a worker
-thread so that the event loop serving clients is never held by a comparison.
+process (shadow_compare.pool) so that the event loop serving clients never waits on one.
 """
 
 from __future__ import annotations
@@ -15,30 +15,20 @@ import asyncio
 import contextlib
 import logging
 import pathlib
-import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shadow_compare.classify import classify_rereads
-from shadow_compare.compare import compare_responses
 from shadow_compare.endpoints import is_read
 from shadow_compare.model import CompareResult, Outcome
+from shadow_compare.pool import ComparePool
 from shadow_compare.recorder import Recorder
 from shadow_compare.rules import RuleSet, load_rules
+from shadow_compare.settle import Call, settle_by_rereading
 from strangler.exchange import RecordedRequest, RecordedResponse
 
-__all__ = [
-    "ShadowRunner",
-    "build_runner",
-    "normalize_endpoint",
-    "reclassify_pair",
-    "settle_by_rereading",
-]
+__all__ = ["ShadowRunner", "build_runner", "normalize_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +37,7 @@ DEFAULT_CONCURRENCY = 4
 DEFAULT_TIMEOUT_SECONDS = 5.0
 DEFAULT_REREAD_DELAY_SECONDS = 0.25
 DEFAULT_REREADS = 2
-# Below this many body bytes a comparison takes less time than a hop to a thread.
-INLINE_COMPARE_BYTES = 64 * 1024
-
-Call = Callable[[], Awaitable[RecordedResponse]]
+DEFAULT_COMPARE_PROCESSES = 1
 
 
 def normalize_endpoint(endpoint: str, request: RecordedRequest) -> str:
@@ -98,6 +85,7 @@ class ShadowRunner:
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         reread_delay_seconds: float = DEFAULT_REREAD_DELAY_SECONDS,
         rereads: int = DEFAULT_REREADS,
+        compare_processes: int = DEFAULT_COMPARE_PROCESSES,
     ) -> None:
         if queue_size < 1 or concurrency < 1 or timeout_seconds <= 0:
             raise ValueError("queue_size and concurrency must be >= 1, timeout_seconds > 0")
@@ -111,7 +99,7 @@ class ShadowRunner:
         self._rereads = rereads
         self._queue: asyncio.Queue[_Job] | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self.pool = ComparePool(rules, compare_processes)
         self._accepting = False
 
     # --- the ShadowSink protocol ----------------------------------------------------------
@@ -151,7 +139,7 @@ class ShadowRunner:
         if self._accepting:
             return
         self._queue = asyncio.Queue(self._queue_size)
-        self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="shadow-compare")
+        self.pool.start()
         if self.recorder is not None:
             await self.recorder.start()
         self._workers = [
@@ -186,9 +174,7 @@ class ShadowRunner:
         self._workers = []
         if self.recorder is not None:
             await self.recorder.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        await self.pool.stop()
 
     # --- the work -----------------------------------------------------------------------
 
@@ -238,18 +224,7 @@ class ShadowRunner:
         """Call the other side, compare, and re-read a read whose differences may be noise."""
         other = await job.other()
         legacy, new = _orient(job.primary, other)
-        result = await self._offload(
-            legacy,
-            new,
-            partial(
-                compare_responses,
-                legacy,
-                new,
-                self.rules.for_entity(job.entity),
-                endpoint=job.endpoint,
-                request=job.request,
-            ),
-        )
+        result = await self.pool.compare(job.entity, job.endpoint, job.request, legacy, new)
         if not (result.regressions() and is_read(job.endpoint)):
             return result
         again_legacy, again_new = (
@@ -264,9 +239,7 @@ class ShadowRunner:
             new_again: RecordedResponse | None,
             waited: float,
         ) -> CompareResult:
-            call = partial(
-                reclassify_pair,
-                self.rules,
+            return await self.pool.reclassify(
                 job.entity,
                 job.endpoint,
                 job.request,
@@ -277,7 +250,6 @@ class ShadowRunner:
                 new_again,
                 waited,
             )
-            return await self._offload(legacy, new, call)
 
         return await settle_by_rereading(
             result,
@@ -287,75 +259,6 @@ class ShadowRunner:
             rereads=self._rereads,
             delay_seconds=self._reread_delay,
         )
-
-    async def _offload(
-        self, legacy: RecordedResponse, new: RecordedResponse, call: Callable[[], CompareResult]
-    ) -> CompareResult:
-        """Small pairs are compared inline; large ones in a worker thread, off the loop."""
-        if len(legacy.body) + len(new.body) <= INLINE_COMPARE_BYTES or self._executor is None:
-            return call()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-
-def reclassify_pair(
-    rules: RuleSet,
-    entity: str,
-    endpoint: str,
-    request: RecordedRequest,
-    first: CompareResult,
-    legacy: RecordedResponse,
-    new: RecordedResponse,
-    legacy_again: RecordedResponse | None,
-    new_again: RecordedResponse | None,
-    waited: float,
-) -> CompareResult:
-    compiled = rules.for_entity(entity)
-
-    def compare(left: RecordedResponse, right: RecordedResponse) -> CompareResult:
-        return compare_responses(left, right, compiled, endpoint=endpoint, request=request)
-
-    return classify_rereads(
-        first,
-        legacy_first=legacy,
-        new_first=new,
-        legacy_again=legacy_again,
-        new_again=new_again,
-        compare=compare,
-        waited=waited,
-    )
-
-
-Reclassify = Callable[
-    [CompareResult, RecordedResponse | None, RecordedResponse | None, float],
-    Awaitable[CompareResult],
-]
-
-
-async def settle_by_rereading(
-    result: CompareResult,
-    *,
-    again_legacy: Call | None,
-    again_new: Call | None,
-    reclassify: Reclassify,
-    rereads: int,
-    delay_seconds: float,
-) -> CompareResult:
-    """Re-read (both sides at once, when both can be asked) until no regression is left
-    or the re-reads run out, with a doubling delay; each re-read reclassifies."""
-    started = time.monotonic()
-    for attempt in range(rereads):
-        if not result.regressions():
-            break
-        await asyncio.sleep(delay_seconds * (2**attempt))
-        legacy_again, new_again = await asyncio.gather(_maybe(again_legacy), _maybe(again_new))
-        if legacy_again is None and new_again is None:
-            break
-        result = await reclassify(result, legacy_again, new_again, time.monotonic() - started)
-    return result
-
-
-async def _maybe(call: Call | None) -> RecordedResponse | None:
-    return None if call is None else await call()
 
 
 def _orient(
@@ -373,6 +276,7 @@ def build_runner(
     queue_size: int = DEFAULT_QUEUE_SIZE,
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    compare_processes: int = DEFAULT_COMPARE_PROCESSES,
 ) -> ShadowRunner:
     """The runner ``strangler proxy serve`` uses: rules from ``rules_path`` (defaults only
     when None), outcomes written to PostgreSQL at ``database_url`` (only counted in the
@@ -388,4 +292,5 @@ def build_runner(
         queue_size=queue_size,
         concurrency=concurrency,
         timeout_seconds=timeout_seconds,
+        compare_processes=compare_processes,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -139,30 +138,43 @@ async def test_failing_other_side_is_counted_as_failed() -> None:
     assert recorder.outcomes[0].failure == "failed: ConnectionRefusedError"
 
 
-async def test_large_bodies_are_compared_off_the_event_loop_thread(
+async def test_large_bodies_are_compared_in_a_worker_process_not_on_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    threads: list[str] = []
+    in_this_process: list[int] = []
     real = compare_module.compare_responses
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
+        in_this_process.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("shadow_compare.runner.compare_responses", spy)
+    monkeypatch.setattr("shadow_compare.pool.compare_responses", spy)
     registry = CollectorRegistry()
-    shadow, recorder = runner(registry)
+    # a generous timeout: the first large body spawns the worker process
+    shadow, recorder = runner(registry, timeout_seconds=60.0)
     await shadow.start()
     big = [{"connector_id": f"cn_{n:012x}", "text": "x" * 100} for n in range(2000)]
+    changed = [dict(item) for item in big]
+    changed[1500]["text"] = "y"
 
-    async def other() -> RecordedResponse:
+    async def same() -> RecordedResponse:
         return response(big, side="new")
 
-    shadow.submit("connectors", "GET /connectors/getConnectors", READ, response(big), other)
+    async def different() -> RecordedResponse:
+        return response(changed, side="new")
+
+    shadow.submit("connectors", "GET /connectors/getConnectors", READ, response(big), same)
+    shadow.submit("connectors", "GET /connectors/getConnectors", READ, response(big), different)
     await shadow.drain()
     await shadow.stop()
-    assert recorder.outcomes[0].kind is Kind.EQUAL
-    assert threads and all(name.startswith("shadow-compare") for name in threads)
+    kinds = sorted(str(o.kind) for o in recorder.outcomes)
+    assert kinds == ["equal", "regression"]
+    regression = next(o for o in recorder.outcomes if o.kind is Kind.REGRESSION)
+    (difference,) = regression.result.differences  # type: ignore[union-attr]
+    assert difference.path == "$.data[connector_id=cn_0000000005dc].text"
+    # two comparisons and two re-read reclassifications, none of them in this process
+    assert shadow.pool.offloaded == 4
+    assert in_this_process == []
 
 
 async def test_canary_orientation_new_primary_still_matches_expected_divergence() -> None:
