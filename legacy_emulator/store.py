@@ -4,6 +4,10 @@ Only the methods of :class:`strangler.mongo.Collection` are used, and no
 index is assumed: legacy has none beyond ``_id``, so every list reads the
 tenant's documents and orders them in the process, which is also the only way
 to order ``created_at`` values stored in several formats.
+
+Cursors are read with ``to_list``: the in-process store answers a whole list
+in one pass but does much more work per ``async for`` step, and the lists read
+here are small (projected, or one page).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ async def page_of(
     projection = dict.fromkeys(("_id", id_field, "created_at", "d_flag", *fields), 1)
     by_order = order or (lambda document: sort_key(document, id_field))
     ordered: list[tuple[Any, Any]] = []
-    async for document in collection.find(dict(query), projection):
+    for document in await collection.find(dict(query), projection).to_list(None):
         if is_deleted(document.get("d_flag")):
             continue
         if keep is not None and not keep(document):
@@ -58,7 +62,8 @@ async def page_of(
     if not chosen:
         return [], len(ordered)
     omitted = dict.fromkeys(leave_out, 0) or None
-    found = {doc["_id"]: doc async for doc in collection.find({"_id": {"$in": chosen}}, omitted)}
+    documents = await collection.find({"_id": {"$in": chosen}}, omitted).to_list(None)
+    found = {document["_id"]: document for document in documents}
     return [found[key] for key in chosen if key in found], len(ordered)
 
 
@@ -66,7 +71,8 @@ async def find_visible(
     collection: Collection, id_field: str, value: str, subscription_id: str, entity: str
 ) -> Document:
     """The caller's document with that id; another tenant's or a soft-deleted one is a 404."""
-    async for document in collection.find({id_field: value, "subscription_id": subscription_id}):
+    query = {id_field: value, "subscription_id": subscription_id}
+    for document in await collection.find(query).to_list(None):
         if not is_deleted(document.get("d_flag")):
             return document
     raise not_found(entity)
@@ -81,7 +87,7 @@ async def name_taken(
 ) -> bool:
     """Whether a visible document other than ``except_id`` matches (the duplicate-name check)."""
     projection = {"_id": 1, id_field: 1, "d_flag": 1}
-    async for document in collection.find(dict(query), projection):
+    for document in await collection.find(dict(query), projection).to_list(None):
         if is_deleted(document.get("d_flag")):
             continue
         if except_id is None or document.get(id_field) != except_id:

@@ -78,7 +78,8 @@ async def get_workflow(call: Call) -> Response:
 
 async def _job_is_visible(call: Call, job_id: str) -> bool:
     query = {"subscription_id": call.caller.subscription_id, "folders.jobs.job_id": job_id}
-    async for workspace in call.emulator.workspaces.find(query, {"folders": 1, "d_flag": 1}):
+    projection = {"folders": 1, "d_flag": 1}
+    for workspace in await call.emulator.workspaces.find(query, projection).to_list(None):
         if is_deleted(workspace.get("d_flag")):
             continue
         _, hidden_jobs = hidden_branches(workspace)
