@@ -13,6 +13,7 @@ size cap (bigger samples are skipped and counted, never buffered).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -85,18 +86,32 @@ def request_target(scope: Scope) -> str:
     return f"{path}?{query.decode('latin-1')}" if query else path
 
 
-async def _stream_body(receive: Any, capture: Capture | None) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            if capture is not None:
-                capture.add(capture.request_body, chunk)
-            yield chunk
-        if not message.get("more_body", False):
-            return
+class _RequestBody:
+    """The client's request body as an async iterator for the upstream client."""
+
+    def __init__(self, receive: Any, capture: Capture | None) -> None:
+        self._receive = receive
+        self._capture = capture
+        self.finished = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            if chunk:
+                if self._capture is not None:
+                    self._capture.add(self._capture.request_body, chunk)
+                yield chunk
+            if not message.get("more_body", False):
+                self.finished = True
+                return
+
+
+async def _until_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def read_body(receive: Any, limit: int) -> bytes | None:
@@ -150,10 +165,13 @@ class LegacyForwarder:
         capture: Capture | None = None,
     ) -> int:
         """Forward the exchange; returns the status the client got."""
-        body = _stream_body(receive, capture) if headers.has_body else None
+        body = _RequestBody(receive, capture) if headers.has_body else None
         try:
             resp = await self._upstream.send(
-                scope["method"], request_target(scope), headers.headers, body
+                scope["method"],
+                request_target(scope),
+                headers.headers,
+                None if body is None else body.__aiter__(),
             )
         except UpstreamFailure as exc:
             return await self._failed(send, exc, headers.request_id)
@@ -180,10 +198,23 @@ class LegacyForwarder:
             await send(
                 {"type": "http.response.start", "status": resp.status, "headers": out_headers}
             )
-            async for chunk in resp.iter_chunks():
-                if capture is not None:
-                    capture.add(capture.response_body, chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # A client that goes away mid-download must stop the upstream read too (the
+            # server's send() just drops data once the client is gone).
+            gone = (
+                asyncio.ensure_future(_until_disconnect(receive))
+                if body is None or body.finished
+                else None
+            )
+            try:
+                async for chunk in resp.iter_chunks():
+                    if gone is not None and gone.done():
+                        raise ClientGone()
+                    if capture is not None:
+                        capture.add(capture.response_body, chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                if gone is not None:
+                    gone.cancel()
             await send({"type": "http.response.body", "body": b""})
             return resp.status
         finally:

@@ -106,7 +106,10 @@ class _AiohttpResponse:
             raise map_aiohttp_error(exc) from exc
 
     async def release(self) -> None:
-        self._resp.release()
+        if self._resp.content.at_eof():
+            self._resp.release()  # back to the pool
+        else:
+            self._resp.close()  # a body left unread: this connection cannot be reused
 
 
 class AiohttpUpstream:

@@ -32,6 +32,7 @@ RULES = REPO / "routing_rules.yaml"
 SECRET = "proxy-test-secret-0123456789abcdef"
 CHUNK = bytes(range(256)) * 256  # 64 KiB of a known pattern
 WS_CLOSES = web.AppKey("ws_closes", list)
+DOWNLOADS = web.AppKey("downloads", list)
 
 
 def token(subscription_id: str = "sub_000000000000", user: str = "usr_000000000001") -> str:
@@ -92,11 +93,16 @@ async def _download(request: web.Request) -> web.StreamResponse:
         resp.content_length = size
     await resp.prepare(request)
     sent = 0
-    while sent < size:
-        part = CHUNK[: min(len(CHUNK), size - sent)]
-        await resp.write(part)
-        sent += len(part)
-    await resp.write_eof()
+    outcome = "aborted"
+    try:
+        while sent < size:
+            part = CHUNK[: min(len(CHUNK), size - sent)]
+            await resp.write(part)
+            sent += len(part)
+        await resp.write_eof()
+        outcome = "complete"
+    finally:
+        request.app[DOWNLOADS].append((outcome, sent))
     return resp
 
 
@@ -127,6 +133,7 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
 def build_upstream_app() -> web.Application:
     app = web.Application(client_max_size=1024**3)
     app[WS_CLOSES] = []
+    app[DOWNLOADS] = []
     app.router.add_route("*", "/echo", _echo)
     app.router.add_route("*", "/echo/{tail:.*}", _echo)
     app.router.add_post("/upload", _upload)

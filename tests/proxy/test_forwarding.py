@@ -3,10 +3,11 @@ the client, and an unreachable or slow legacy gets a quick 502/504 in its envelo
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
-from proxy_support import free_port
+from proxy_support import DOWNLOADS, free_port
 
 from proxy.upstream import Timeouts
 
@@ -147,3 +148,35 @@ async def test_admin_paths_on_the_proxy_port_go_to_legacy(start_proxy, http) -> 
     status = (await http.get(proxy.admin_url + "/admin/status")).json()
     assert status["admin_fences"] == {}
     assert (await http.get(proxy.admin_url + "/metrics")).status_code == 200
+
+
+async def test_client_leaving_mid_download_stops_the_upstream_transfer(
+    start_proxy, upstream
+) -> None:
+    proxy = await start_proxy()
+    size = 2 * 1024**3  # far more than could be copied in the time this test takes
+    before = len(upstream.app[DOWNLOADS])
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with client.stream("GET", proxy.url + f"/download?size={size}") as resp:
+            received = 0
+            async for chunk in resp.aiter_raw():
+                received += len(chunk)
+                if received > 1024 * 1024:
+                    break  # leave: closing the stream drops the connection
+    for _ in range(200):
+        if len(upstream.app[DOWNLOADS]) > before:
+            break
+        await asyncio.sleep(0.025)
+    outcome, sent = upstream.app[DOWNLOADS][-1]
+    assert outcome == "aborted"
+    assert sent < size // 4
+
+
+async def test_head_and_empty_responses_pass_through(start_proxy, http) -> None:
+    proxy = await start_proxy()
+    get = await http.get(proxy.url + "/echo")
+    head = await http.head(proxy.url + "/echo")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["set-cookie"] == get.headers["set-cookie"]
+    # The connection is reused cleanly afterwards.
+    assert (await http.get(proxy.url + "/echo")).json()["method"] == "GET"
