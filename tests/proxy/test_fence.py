@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 from proxy_support import free_port, rules_data
@@ -88,3 +89,38 @@ async def test_fence_client_names_instances_that_did_not_apply(start_proxy, http
     assert dead in str(info.value)
     # The reachable instance did apply it: the caller knows to retry or lift.
     assert (await _write(http, proxy)).status_code == 503
+
+
+async def _strangler(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "strangler.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_fence_command_sets_and_lifts(start_proxy, http) -> None:
+    proxy = await start_proxy()
+    code, out, _ = await _strangler(
+        "proxy", "fence", "connectors", "--admin", proxy.admin_url, "--seconds", "30"
+    )
+    assert code == 0
+    assert f"{proxy.admin_url}: connectors writes fenced for 30 s" in out
+    assert (await _write(http, proxy)).status_code == 503
+    code, out, _ = await _strangler(
+        "proxy", "fence", "connectors", "--admin", proxy.admin_url, "--lift"
+    )
+    assert code == 0 and "fence lifted" in out
+    assert (await _write(http, proxy)).status_code == 200
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    code, _, err = await _strangler(
+        "proxy", "fence", "connectors", "--admin", dead, "--seconds", "5"
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and dead in err and "retry" in err
