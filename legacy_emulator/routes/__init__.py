@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from legacy_emulator.http import Handler
 
-__all__ = ["Route"]
+__all__ = ["Route", "RouteTable"]
 
 # (method, path, handler)
 Route = tuple[str, str, Handler]
