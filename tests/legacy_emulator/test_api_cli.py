@@ -10,6 +10,8 @@ import time
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from legacy_emulator.cli import bind_socket
 from strangler.cli import main
@@ -85,6 +87,11 @@ def test_serve_with_data_answers_requests(secret) -> None:
         assert response.status_code == 200
         assert response.json()["total"] > 0
         assert httpx.get(url, timeout=2).json() == {"status": False, "message": "Invalid token"}
+        # Through a real server, a bad socket token still reaches the client as code 1008.
+        with connect(f"ws://127.0.0.1:{port}/ws/activity?token=bad", open_timeout=5) as socket:
+            with pytest.raises(ConnectionClosed) as closed:
+                socket.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     finally:
         server.terminate()
         server.wait(timeout=10)
