@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from strangler.tokens import mint_token
 
@@ -280,3 +281,25 @@ async def test_a_workflow_checked_out_by_someone_else_is_refused(
     )
     assert edit.status_code == 200
     assert (await api.post("/workflow/checkOut", workflow_id=wid)).status_code == 200
+
+
+async def test_dirty_stored_versions_render_and_order_newest_first(
+    api, tree, new_workflow, db
+) -> None:
+    wid = (await new_workflow(api, tree))["workflow_id"]
+    await db["workflow_versions"].insert_many(
+        [
+            {"workflow_id": wid, "version_number": "2", "change_type": "check_in",
+             "created_at": "2024-02-01T00:00:00.000Z",
+             "workflow_snapshot": {"_id": "x", "version": 2, "at": datetime(2024, 2, 1)}},
+            {"workflow_id": wid, "version_number": 3, "change_type": "restore",
+             "created_at": 1709251200000},
+            {"workflow_id": wid, "version_number": "1", "change_type": "check_in",
+             "created_at": "2024-02-01 00:00:00"},  # same moment as version 2
+        ]
+    )  # fmt: skip
+    entries = await api.data("GET", "/workflow/getVersions", workflow_id=wid)
+    assert [e["version_number"] for e in entries] == [3, 2, 1]
+    assert entries[0]["created_at"] == "2024-03-01 00:00:00"
+    assert entries[1]["workflow_snapshot"] == {"version": 2, "at": "2024-02-01 00:00:00"}
+    assert entries[0]["comment"] is None and entries[0]["workflow_snapshot"] is None
