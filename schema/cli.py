@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from schema.connect import connect
+from schema.connect import connect, database_errors
 from schema.partitions import ensure_partitions
 from schema.runner import SchemaStatus, status, upgrade
 from strangler.config import load_settings
@@ -106,13 +106,14 @@ def _partitions(args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def run() -> list[str]:
-        conn = await connect(settings.database_url)
-        try:
-            return await ensure_partitions(
-                conn, args.months_ahead, from_default=args.from_default, progress=print
-            )
-        finally:
-            await conn.close()
+        async with database_errors(settings.database_url):
+            conn = await connect(settings.database_url)
+            try:
+                return await ensure_partitions(
+                    conn, args.months_ahead, from_default=args.from_default, progress=print
+                )
+            finally:
+                await conn.close()
 
     created = asyncio.run(run())
     print(f"{len(created)} partition(s) created" if created else "partitions already in place")

@@ -6,16 +6,17 @@ server's ``postgres`` maintenance database.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from schema.errors import SchemaError
 from strangler.config import redact_url
-from strangler.errors import ServiceUnavailable
+from strangler.errors import ServiceUnavailable, StranglerError
 
-__all__ = ["Progress", "connect", "connect_creating", "database_name"]
+__all__ = ["Progress", "connect", "connect_creating", "database_errors", "database_name"]
 
 Progress = Callable[[str], object]
 _SETTING = "DATABASE_URL"
@@ -60,8 +61,8 @@ async def connect_creating(url: str, progress: Progress) -> asyncpg.Connection:
         quoted = '"' + name.replace('"', '""') + '"'
         await admin.execute(f"CREATE DATABASE {quoted}")
         progress(f'database "{name}" did not exist: created it')
-    except asyncpg.DuplicateDatabaseError:
-        pass  # another runner created it meanwhile
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        pass  # another runner created it meanwhile (the race shows as either error)
     except asyncpg.InsufficientPrivilegeError as exc:
         raise SchemaError(
             f'{_SETTING}: database "{name}" does not exist and this user may not create it; '
@@ -70,3 +71,24 @@ async def connect_creating(url: str, progress: Progress) -> asyncpg.Connection:
     finally:
         await admin.close()
     return await connect(url)
+
+
+@asynccontextmanager
+async def database_errors(url: str) -> AsyncIterator[None]:
+    """Map what asyncpg raises past this point to the project's errors.
+
+    Our own errors pass through; a connection lost midway is
+    :class:`ServiceUnavailable`; anything else PostgreSQL refuses is a
+    :class:`SchemaError` carrying the server's message.
+    """
+    try:
+        yield
+    except StranglerError:
+        raise
+    except (*_UNREACHABLE, asyncpg.ConnectionDoesNotExistError) as exc:
+        raise ServiceUnavailable(_SETTING, redact_url(url), str(exc) or type(exc).__name__) from exc
+    except asyncpg.PostgresError as exc:
+        raise SchemaError(
+            f"PostgreSQL at {redact_url(url)} refused a schema operation: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from schema.connect import Progress, connect, connect_creating, database_name
+from schema.connect import Progress, connect, connect_creating, database_errors, database_name
 from schema.errors import (
     MigrationChanged,
     MigrationFailed,
@@ -182,6 +182,13 @@ async def upgrade(
     migrations = load_migrations(migrations_dir)
     for migration in migrations:
         _check_no_transaction_control(migration)
+    async with database_errors(database_url):
+        return await _upgrade(database_url, migrations, progress, months_ahead)
+
+
+async def _upgrade(
+    database_url: str, migrations: list[Migration], progress: Progress, months_ahead: int
+) -> list[str]:
     conn = await connect_creating(database_url, progress)
     try:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _UPGRADE_LOCK_KEY):
@@ -221,14 +228,15 @@ async def status(database_url: str, *, migrations_dir: Path = MIGRATIONS_DIR) ->
     """What is applied, pending, changed or missing, and how far the partitions reach."""
     migrations = load_migrations(migrations_dir)
     name = database_name(database_url)
-    try:
-        conn = await connect(database_url)
-    except asyncpg.InvalidCatalogNameError:
-        pending = tuple(MigrationState(m.name, "pending", m.checksum) for m in migrations)
-        return SchemaStatus(name, False, pending, ())
-    try:
-        states = _compare(migrations, await _applied(conn))
-        coverage = await partition_coverage(conn)
-    finally:
-        await conn.close()
+    async with database_errors(database_url):
+        try:
+            conn = await connect(database_url)
+        except asyncpg.InvalidCatalogNameError:
+            pending = tuple(MigrationState(m.name, "pending", m.checksum) for m in migrations)
+            return SchemaStatus(name, False, pending, ())
+        try:
+            states = _compare(migrations, await _applied(conn))
+            coverage = await partition_coverage(conn)
+        finally:
+            await conn.close()
     return SchemaStatus(name, True, tuple(states), tuple(coverage))

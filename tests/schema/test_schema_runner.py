@@ -16,6 +16,7 @@ from schema.errors import (
     MigrationFailed,
     MigrationLayoutError,
     RoleSetupError,
+    SchemaError,
 )
 from schema.files import MIGRATIONS_DIR, load_migrations
 from schema.runner import status, upgrade
@@ -246,3 +247,29 @@ async def test_non_superuser_owner_needs_the_roles_granted_and_is_itself_under_t
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.execute(f"DROP ROLE IF EXISTS {owner}")
         await admin.close()
+
+
+async def test_two_upgrades_racing_to_create_the_database_both_succeed(
+    empty_database_url, scratch_databases, tmp_path
+):
+    directory = copy_migrations(tmp_path)
+    url = empty_database_url + "_raced"
+    try:
+        results = await asyncio.gather(
+            upgrade(url, progress=quiet, migrations_dir=directory),
+            upgrade(url, progress=quiet, migrations_dir=directory),
+        )
+    finally:
+        await scratch_databases.drop(url)
+    assert sorted(results, key=len) == [[], ["0001_first.sql"]]
+
+
+async def test_what_postgresql_refuses_becomes_a_schema_error_with_its_message(empty_database_url):
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (name text)")  # not the runner's
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaError, match=r'column "checksum" does not exist') as caught:
+        await status(empty_database_url)
+    assert isinstance(caught.value.__cause__, asyncpg.PostgresError)
