@@ -164,13 +164,13 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
 @contextmanager
 def _process(
     args: list[str], port: int, what: str, env: dict[str, str] | None = None
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO
     )
     try:
         _wait_port(port, proc, what)
-        yield
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -250,6 +250,12 @@ def _generate_load(url: str, seconds: float) -> dict[str, float]:
     return figures
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _load_average() -> str:
     """The machine's 1-minute load: other work on the same CPUs lowers every figure."""
     try:
@@ -263,6 +269,9 @@ def _row(name: str, result: dict[str, float | str] | None, note: str = "") -> st
         return f"{name:<34} {'-':>10} {'-':>9} {'-':>9}  {note}"
     errs = f" ({result['errors']:.0f} errors)" if result.get("errors") else ""
     note = f"load {result['load']}; {note}" if "load" in result else note
+    if "cpu_us" in result:
+        cpu = float(result["cpu_us"])
+        note = f"{cpu:.0f} us CPU/request (~{1e6 / cpu:,.0f}/s per core); {note}"
     return (
         f"{name:<34} {result['rps']:>10,.0f} {result['p50_ms']:>9.2f} {result['p99_ms']:>9.2f}"
         f"  {note}{errs}"
@@ -303,8 +312,16 @@ def main(argv: list[str] | None = None) -> None:
                 "--port", str(port), "--admin-port", str(admin), "--rules", str(rules),
                 "--upstream-client", client,
             ]  # fmt: skip
-            with _process(serve, port, f"proxy ({client})", env):
+            with _process(serve, port, f"proxy ({client})", env) as proxy:
+                cpu_before = _cpu_seconds(proxy.pid)
                 result = _measure(f"http://127.0.0.1:{port}{PATH}", args.seconds)
+                # CPU per request does not depend on what else the machine runs: it says
+                # what one dedicated core would serve (1e6 / us_per_request).
+                result["cpu_us"] = (
+                    (_cpu_seconds(proxy.pid) - cpu_before)
+                    / (float(result["rps"]) * args.seconds)
+                    * 1e6
+                )
             rows.append(
                 _row(
                     f"strangler proxy, legacy ({client})",
