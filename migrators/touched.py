@@ -128,7 +128,11 @@ class TouchedReader:
                     return entries
                 self._draining_pending = False
             reply = await self._redis.xreadgroup(
-                CONSUMER_GROUP, LEADER_CONSUMER, {self.key: ">"}, count=count, block=block_ms
+                CONSUMER_GROUP,
+                LEADER_CONSUMER,
+                {self.key: ">"},
+                count=count,
+                block=block_ms or None,
             )
         except RedisError as exc:
             raise _unavailable(exc) from exc

@@ -77,6 +77,9 @@ class EventLog:
         self.events: list[dict[str, Any]] = []
         self._last_time = Timestamp(0, 0)
         self._appended = asyncio.Event()
+        # legacy id -> _id of the documents written through this log: one scan less per
+        # write on the in-process store, which has no indexes.
+        self._keys: dict[Any, Any] = {}
 
     def _cluster_time(self) -> tuple[Timestamp, datetime]:
         now = self._clock()
@@ -116,16 +119,24 @@ class EventLog:
     async def insert(self, document: Mapping[str, Any]) -> dict[str, Any]:
         stored = dict(document)
         await self.collection.insert_one(stored)  # sets _id
+        self._keys[stored.get(self._id_field)] = stored["_id"]
         return self._append("insert", stored["_id"], fullDocument=copy.deepcopy(stored))
 
+    async def _key(self, legacy_id: Any) -> Any:
+        key = self._keys.get(legacy_id)
+        if key is None:
+            found = await self.collection.find_one({self._id_field: legacy_id}, {"_id": 1})
+            key = self._keys[legacy_id] = found["_id"] if found else None
+        return key
+
     async def update(self, legacy_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
-        found = await self.collection.find_one({self._id_field: legacy_id})
-        if found is None:
+        key = await self._key(legacy_id)
+        if key is None:
             return None
-        await self.collection.update_one({"_id": found["_id"]}, {"$set": dict(changes)})
+        await self.collection.update_one({"_id": key}, {"$set": dict(changes)})
         return self._append(
             "update",
-            found["_id"],
+            key,
             updateDescription={
                 "updatedFields": copy.deepcopy(dict(changes)),
                 "removedFields": [],
@@ -134,17 +145,19 @@ class EventLog:
         )
 
     async def replace(self, document: Mapping[str, Any]) -> dict[str, Any] | None:
-        found = await self.collection.find_one({self._id_field: document[self._id_field]})
-        if found is None:
+        key = await self._key(document[self._id_field])
+        if key is None:
             return None
-        replacement = {**document, "_id": found["_id"]}
-        await self.collection.replace_one({"_id": found["_id"]}, replacement)
-        return self._append("replace", found["_id"], fullDocument=copy.deepcopy(replacement))
+        replacement = {**document, "_id": key}
+        await self.collection.replace_one({"_id": key}, replacement)
+        return self._append("replace", key, fullDocument=copy.deepcopy(replacement))
 
     async def delete(self, legacy_id: str) -> dict[str, Any] | None:
-        found = await self.collection.find_one({self._id_field: legacy_id})
+        key = await self._key(legacy_id)
+        found = await self.collection.find_one({"_id": key}) if key is not None else None
         if found is None:
             return None
+        self._keys.pop(legacy_id, None)
         await self.collection.delete_one({"_id": found["_id"]})
         extra = {"fullDocumentBeforeChange": found} if self._pre_images else {}
         return self._append("delete", found["_id"], **extra)
