@@ -11,7 +11,6 @@ import asyncio
 import re
 from typing import Any
 
-import bcrypt
 from starlette.responses import Response
 
 from legacy_emulator.http import ApiError, Call, created, listed, ok
@@ -27,6 +26,9 @@ Document = dict[str, Any]
 
 
 async def hash_password(password: str, rounds: int) -> str:
+    # Imported here so that only the endpoints that set a password need the package.
+    import bcrypt
+
     raw = password.encode()
     if len(raw) > 72:  # bcrypt reads no further; legacy refused longer ones
         raise ApiError(400, "password must be at most 72 bytes")
