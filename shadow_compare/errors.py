@@ -3,6 +3,7 @@
     ShadowError                       root of this package (a StranglerError)
     ├── RulesError       (Permanent)  shadow_rules.yaml cannot be used: names the file and the fix
     ├── CorpusError      (Permanent)  a replay case file cannot be used: names the file and the fix
+    ├── StoreNotMigrated (Permanent)  the database lacks the shadow tables (migration 0010)
     ├── StoreUnavailable (Retryable)  PostgreSQL did not answer (a ServiceUnavailable)
     └── SideUnavailable  (Retryable)  a replay could not connect to legacy or new
 
@@ -15,7 +16,14 @@ from pathlib import Path
 
 from strangler.errors import PermanentError, ServiceUnavailable, StranglerError
 
-__all__ = ["CorpusError", "RulesError", "ShadowError", "SideUnavailable", "StoreUnavailable"]
+__all__ = [
+    "CorpusError",
+    "RulesError",
+    "ShadowError",
+    "SideUnavailable",
+    "StoreNotMigrated",
+    "StoreUnavailable",
+]
 
 
 class ShadowError(StranglerError):
@@ -48,3 +56,13 @@ class StoreUnavailable(ShadowError, ServiceUnavailable):
 
 class SideUnavailable(ShadowError, ServiceUnavailable):
     """A replay could not connect to one side; ``setting`` names the flag pointing at it."""
+
+
+class StoreNotMigrated(ShadowError, PermanentError):
+    """The database answers but has no shadow tables."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(
+            f"DATABASE_URL: {target} has no shadow_compare tables; "
+            "run 'strangler schema upgrade' (migration 0010_shadow_compare) first"
+        )

@@ -18,7 +18,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from shadow_compare.aggregate import tally
-from shadow_compare.errors import StoreUnavailable
+from shadow_compare.errors import ShadowError
 from shadow_compare.model import Outcome
 from shadow_compare.store import ResultStore
 
@@ -109,7 +109,7 @@ class BufferedRecorder:
         self._buffer.clear()
         try:
             await self.store.write(tally(batch))
-        except StoreUnavailable as exc:
+        except ShadowError as exc:  # unreachable or not migrated: counted, never raised
             self._lose(len(batch))
             now = time.monotonic()
             if now - self._last_warning > 60:

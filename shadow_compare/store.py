@@ -23,7 +23,7 @@ from shadow_compare.aggregate import (
     Sample,
     Tally,
 )
-from shadow_compare.errors import StoreUnavailable
+from shadow_compare.errors import StoreNotMigrated, StoreUnavailable
 from strangler.config import redact_url
 
 __all__ = ["ResultStore"]
@@ -88,7 +88,9 @@ class ResultStore:
         self._samples_per_cause = samples_per_cause
         self._pool: asyncpg.Pool | None = None
 
-    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable | StoreNotMigrated:
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            return StoreNotMigrated(redact_url(self._url))
         return StoreUnavailable(
             "DATABASE_URL",
             redact_url(self._url),

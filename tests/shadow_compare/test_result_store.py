@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from shadow_compare.aggregate import tally
 from shadow_compare.compare import compare_responses
-from shadow_compare.errors import StoreUnavailable
+from shadow_compare.errors import StoreNotMigrated, StoreUnavailable
 from shadow_compare.model import Outcome
 from shadow_compare.recorder import BufferedRecorder
 from shadow_compare.rules import parse_rules
@@ -136,3 +136,21 @@ async def test_runner_built_for_the_proxy_stores_its_outcomes(migrated_database_
     finally:
         await conn.close()
     assert total == 3
+
+
+async def test_a_database_without_the_shadow_tables_says_to_migrate(
+    empty_database_url: str,
+) -> None:
+    store = ResultStore(empty_database_url)
+    try:
+        await store.write(tally([outcome(datetime.now(UTC), "x")]))
+    except StoreNotMigrated as exc:
+        assert "strangler schema upgrade" in str(exc)
+    else:
+        raise AssertionError("writing to an unmigrated database must raise StoreNotMigrated")
+    finally:
+        await store.close()
+    recorder = BufferedRecorder(empty_database_url)
+    recorder.record(outcome(datetime.now(UTC), "x"))
+    await recorder.close()  # flushes: the loss is counted, nothing is raised
+    assert recorder.lost_count == 1
