@@ -66,40 +66,48 @@ async def _run() -> None:
         db = open_database(mongo_url)
         conn = await asyncpg.connect(url)
         ctx = SecretBox(KEYS).context()
-        timings: dict[str, tuple[int, float]] = {}
+        timings: dict[str, tuple[int, float, float]] = {}
         for spec in default_registry():
             summary = await backfill_entity(db, conn, spec, ctx, batch_size=1000)
-            timings[spec.name] = (summary.result.written, summary.seconds)
+            timings[spec.name] = (summary.result.written, summary.seconds, summary.write_seconds)
         copies: dict[str, float] = {}
         with tempfile.TemporaryDirectory() as directory:
             tables = [spec.tables[0] for spec in default_registry()]
             for table in tables:
                 await conn.copy_from_table(table, output=f"{directory}/{table}.csv", format="csv")
-            await conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
-            for table in tables:
-                started = time.perf_counter()
-                await conn.copy_to_table(table, source=f"{directory}/{table}.csv", format="csv")
-                copies[table] = time.perf_counter() - started
+            for _ in range(3):  # the best of three: the physical limit, not a cold cache
+                await conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+                for table in tables:
+                    started = time.perf_counter()
+                    await conn.copy_to_table(table, source=f"{directory}/{table}.csv", format="csv")
+                    spent = time.perf_counter() - started
+                    copies[table] = min(copies.get(table, spent), spent)
         await conn.close()
         print(f"documents: {counts}")
-        print(f"{'entity':<15}{'rows':>8}{'backfill rows/s':>18}{'COPY rows/s':>14}{'ratio':>8}")
-        total_rows = total_backfill = total_copy = 0.0
-        for spec in default_registry():
-            rows, seconds = timings[spec.name]
-            copy_seconds = copies[spec.tables[0]]
-            total_rows += rows
-            total_backfill += seconds
-            total_copy += copy_seconds
-            print(
-                f"{spec.name:<15}{rows:>8,}{rows / seconds:>18,.0f}{rows / copy_seconds:>14,.0f}"
-                f"{copy_seconds / seconds:>8.2f}"
-            )
         print(
-            f"{'all':<15}{int(total_rows):>8,}{total_rows / total_backfill:>18,.0f}"
-            f"{total_rows / total_copy:>14,.0f}{total_copy / total_backfill:>8.2f}"
+            f"{'entity':<15}{'rows':>7}{'backfill rows/s':>17}{'writer rows/s':>15}"
+            f"{'COPY rows/s':>13}"
         )
-        print("(ratio = backfill speed as a share of COPY's; backfill includes reading the "
-              "in-process store, mapping, sealing, staging, guard and checkpoint)")  # fmt: skip
+        sums = [0.0, 0.0, 0.0, 0.0]
+        for spec in default_registry():
+            rows, seconds, writing = timings[spec.name]
+            copy_seconds = copies[spec.tables[0]]
+            for i, value in enumerate((rows, seconds, writing, copy_seconds)):
+                sums[i] += value
+            print(
+                f"{spec.name:<15}{rows:>7,}{rows / seconds:>17,.0f}{rows / writing:>15,.0f}"
+                f"{rows / copy_seconds:>13,.0f}"
+            )
+        rows_all, seconds_all, writing_all, copy_all = sums
+        print(
+            f"{'all':<15}{int(rows_all):>7,}{rows_all / seconds_all:>17,.0f}"
+            f"{rows_all / writing_all:>15,.0f}{rows_all / copy_all:>13,.0f}"
+        )
+        print(
+            "backfill = end to end (reading the in-process mongomock store included); writer = "
+            "map, seal, COPY to staging, guarded upsert, checkpoint; COPY = PostgreSQL loading "
+            "the same rows from CSV into empty tables (best of 3)"
+        )
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

@@ -116,6 +116,8 @@ class BackfillSummary:
     seconds: float = 0.0
     resumed: bool = False
     not_read: int = 0  # documents whose _id type no pass reads
+    read_seconds: float = 0.0  # waiting for the legacy store
+    write_seconds: float = 0.0  # mapping, sealing and writing (write_batch)
 
     @property
     def rows_per_second(self) -> float:
@@ -197,14 +199,18 @@ async def backfill_entity(
             if after is not None:
                 condition["$gt"] = after
             version = clock()
+            reading = time.perf_counter()
             cursor = collection.find({"_id": condition}).sort("_id", 1).limit(batch_size)
             documents = await cursor.to_list(None)
+            summary.read_seconds += time.perf_counter() - reading
             if not documents:
                 break
             after = documents[-1]["_id"]
             items = [SourceItem(legacy_id_of(spec, d), d, version) for d in documents]
             checkpoint = BackfillPosition(spec.name, type_index, after)
+            writing = time.perf_counter()
             result = await write_batch(conn, spec, items, ctx=ctx, position=checkpoint)
+            summary.write_seconds += time.perf_counter() - writing
             summary.result.merge(result)
             summary.batches += 1
             seen += len(documents)

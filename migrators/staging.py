@@ -97,55 +97,55 @@ class StagedTable:
     async def resolve_unique(
         self, conn: asyncpg.Connection, legacy: str, unique: UniqueName
     ) -> list[tuple[str, Any]]:
-        """Rename the losers of each clash (staged or stored); return (legacy id, value)."""
-        col = unique.column
-        key = (lambda a: f"lower({a}.{col})") if unique.fold_case else (lambda a: f"{a}.{col}")
-        scope = " AND ".join(f"c.{s} = s.{s}" for s in unique.scope) or "TRUE"
-        scope_t = " AND ".join(f"s.{s} = t.{s}" for s in unique.scope) or "TRUE"
+        """Rename the losers of each clash (staged or stored); return (legacy id, value).
 
-        def rank(a: str) -> str:
-            return f"(coalesce({a}.{unique.order_by}, 'infinity'), {a}.{legacy})"
-
-        scope_cols = ", ".join(unique.scope)
-        candidates = f"""
-            SELECT id, {scope_cols}, {col}, {unique.order_by}, {legacy} FROM {self.stage}
-            WHERE {unique.live}
-            UNION ALL
-            SELECT id, {scope_cols}, {col}, {unique.order_by}, {legacy} FROM {self.table} AS t
-            WHERE {unique.live} AND NOT EXISTS (SELECT 1 FROM {self.stage} AS x WHERE x.id = t.id)
+        Candidates are the live staged rows and the live stored rows (not being replaced)
+        that share a scope and key with one of them; per (scope, key) the first by
+        (``order_by``, legacy id) wins. One sort, whatever the batch size.
         """
-        renamed = f"""{{a}}.{col} || ' [' || {{a}}.{legacy} || ']'"""
-        remember = (
-            "jsonb_set({a}.extra, '{{$renamed}}', coalesce({a}.extra -> '$renamed', "
-            f"'{{{{}}}}'::jsonb) || jsonb_build_object('{col}', {{a}}.{col}))"
+        col = unique.column
+        scope = ", ".join(unique.scope)
+
+        def key(alias: str) -> str:
+            return f"lower({alias}{col})" if unique.fold_case else f"{alias}{col}"
+
+        picked = f"id, {scope}, {key('')} AS k, {unique.order_by} AS o, {legacy} AS l"
+        losers = await conn.fetch(
+            f"""WITH staged AS (
+                    SELECT {picked}, 'stage' AS side FROM {self.stage}
+                    WHERE ({unique.live}) AND {col} IS NOT NULL),
+                stored AS (
+                    SELECT {picked}, 'table' AS side FROM {self.table} AS t
+                    WHERE ({unique.live}) AND {col} IS NOT NULL
+                      AND ({scope}, {key("t.")}) IN (SELECT {scope}, k FROM staged)
+                      AND NOT EXISTS (SELECT 1 FROM {self.stage} AS x WHERE x.id = t.id)),
+                ranked AS (
+                    SELECT id, side, row_number() OVER (
+                        PARTITION BY {scope}, k ORDER BY coalesce(o, 'infinity'), l) AS n
+                    FROM (SELECT * FROM staged UNION ALL SELECT * FROM stored) AS u)
+                SELECT id, side FROM ranked WHERE n > 1"""
         )
-        staged = await conn.fetch(
-            f"""UPDATE {self.stage} AS s
-                SET {col} = {renamed.format(a="s")}, extra = {remember.format(a="s")}
-                WHERE s.id IN (
-                    SELECT s.id FROM {self.stage} AS s
-                    WHERE {unique.live}
-                      AND s.{col} IS NOT NULL
-                      AND EXISTS (SELECT 1 FROM ({candidates}) AS c
-                                  WHERE c.id <> s.id AND {scope} AND {key("c")} = {key("s")}
-                                    AND {rank("c")} < {rank("s")}))
-                RETURNING s.{legacy} AS legacy_id, s.extra -> '$renamed' ->> '{col}' AS value"""
-        )
-        stored = await conn.fetch(
-            f"""UPDATE {self.table} AS t
-                SET {col} = {renamed.format(a="t")}, extra = {remember.format(a="t")},
-                    synced_at = now()
-                WHERE t.id IN (
-                    SELECT t.id FROM {self.table} AS t
-                    WHERE {unique.live} AND t.{col} IS NOT NULL
-                      AND NOT EXISTS (SELECT 1 FROM {self.stage} AS x WHERE x.id = t.id)
-                      AND EXISTS (SELECT 1 FROM {self.stage} AS s
-                                  WHERE {scope_t} AND {key("s")} = {key("t")}
-                                    AND {rank("s")} < {rank("t")}
-                                    AND s.id IN (SELECT id FROM {self.stage} WHERE {unique.live})))
-                RETURNING t.{legacy} AS legacy_id, t.extra -> '$renamed' ->> '{col}' AS value"""
-        )
-        return [(r["legacy_id"], r["value"]) for r in [*staged, *stored]]
+        if not losers:
+            return []
+        renamed: list[tuple[str, Any]] = []
+        for side, target in (("stage", self.stage), ("table", self.table)):
+            ids = [r["id"] for r in losers if r["side"] == side]
+            if not ids:
+                continue
+            touched = ", synced_at = now()" if side == "table" else ""
+            records = await conn.fetch(
+                f"""UPDATE {target} AS a
+                    SET {col} = a.{col} || ' [' || a.{legacy} || ']',
+                        extra = jsonb_set(a.extra, '{{$renamed}}',
+                            coalesce(a.extra -> '$renamed', '{{}}'::jsonb)
+                            || jsonb_build_object('{col}', a.{col})){touched}
+                    WHERE a.id = ANY($1::uuid[])
+                    RETURNING a.{legacy} AS legacy_id,
+                              a.extra -> '$renamed' ->> '{col}' AS value""",
+                ids,
+            )
+            renamed += [(r["legacy_id"], r["value"]) for r in records]
+        return renamed
 
     async def current_ids(self, conn: asyncpg.Connection, legacy: str) -> set[str]:
         return {r[0] for r in await conn.fetch(f"SELECT {legacy} FROM {self.stage}")}
@@ -179,6 +179,7 @@ async def stage_rows(
         f"""CREATE TEMP TABLE IF NOT EXISTS {stage}
             (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
     )
+    await conn.execute(f"CREATE INDEX IF NOT EXISTS {stage}_id ON {stage} (id)")
     column_types = [types[c] for c in columns]
     records = []
     for version, row in rows:
