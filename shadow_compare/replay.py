@@ -245,17 +245,25 @@ async def replay(
             return result
 
         pending: list[asyncio.Task[CaseResult]] = []
-        for corpus in corpora:
-            tokens = {
-                name: mint_token(options.jwt_secret, t.user_id, t.subscription_id, t.email)
-                for name, t in corpus.tenants.items()
-            }
-            for case in corpus.cases:
-                if case.is_write:  # a write waits for what came before, and runs alone
-                    summary.results.extend(await asyncio.gather(*pending))
-                    pending = []
-                    summary.results.append(await bounded(case, corpus, tokens[case.tenant]))
-                else:
-                    pending.append(asyncio.create_task(bounded(case, corpus, tokens[case.tenant])))
-        summary.results.extend(await asyncio.gather(*pending))
+        try:
+            for corpus in corpora:
+                tokens = {
+                    name: mint_token(options.jwt_secret, t.user_id, t.subscription_id, t.email)
+                    for name, t in corpus.tenants.items()
+                }
+                for case in corpus.cases:
+                    token = tokens[case.tenant]
+                    if case.is_write:  # a write waits for what came before, and runs alone
+                        summary.results.extend(await asyncio.gather(*pending))
+                        pending = []
+                        summary.results.append(await bounded(case, corpus, token))
+                    else:
+                        pending.append(asyncio.create_task(bounded(case, corpus, token)))
+            summary.results.extend(await asyncio.gather(*pending))
+        except BaseException:
+            # A side that cannot be reached ends the replay: nothing is left running.
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
     return summary

@@ -52,10 +52,11 @@ DELETE FROM shadow_samples WHERE id IN (
     SELECT id FROM shadow_samples WHERE run = $1 AND entity = $2 AND cause = $3
     ORDER BY id DESC OFFSET $4)
 """
-# $1 runs (NULL: all), $2 since, $3 entity (NULL: all)
-_FILTER = (
-    "(run = ANY($1::text[]) OR $1 IS NULL) AND bucket >= $2 AND ($3::text IS NULL OR entity = $3)"
-)
+# $1 runs (NULL: all), $2 since, $3 entity (NULL: all). The minute holding "since" is
+# included whole: a report may show a few seconds more, never fewer.
+_FILTER = """(run = ANY($1::text[]) OR $1 IS NULL)
+    AND bucket >= date_trunc('minute', $2::timestamptz)
+    AND ($3::text IS NULL OR entity = $3)"""
 _READ_COMPARISONS = f"""
 SELECT run, entity, endpoint, legacy_status, new_status, kind, sum(n)::bigint AS n
 FROM shadow_comparisons WHERE {_FILTER}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -290,3 +291,17 @@ def test_a_write_for_a_shared_tenant_is_refused_before_anything_is_sent(
     assert main(replay_args(two_backends, cases, "--no-store")) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "isolated: true" in err
+
+
+def test_an_unreachable_side_ends_the_replay_with_one_line_naming_it(
+    two_backends: Backends, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = write_corpus(tmp_path / "cases")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening
+        args = replay_args(two_backends, cases, "--no-store")
+        args[args.index("--new") + 1] = nowhere
+        assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("strangler shadow: --new: cannot reach http://127.0.0.1:")
