@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TextIO
 
 from migrators.backfill import DEFAULT_BATCH_SIZE, BackfillSummary, backfill_entity
 from migrators.crypto import SecretBox
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 async def run_backfill(
-    settings: Settings, entity: str, batch_size: int, *, out: object = sys.stdout
+    settings: Settings, entity: str, batch_size: int, *, out: TextIO | None = None
 ) -> list[BackfillSummary]:
     if batch_size <= 0:
         raise DataError(f"--batch-size must be a positive integer, got {batch_size}")
@@ -46,7 +47,7 @@ async def run_backfill(
     db = await legacy_database(settings)
 
     def say(line: str) -> None:
-        print(line, file=out, flush=True)  # type: ignore[call-overload]
+        print(line, file=out or sys.stdout, flush=True)
 
     summaries = []
     async with postgres(settings) as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TextIO
 
 from migrators.crypto import SecretBox
 from migrators.registry import default_registry
@@ -49,7 +50,7 @@ async def run_verify(
     repair: bool = False,
     min_age: float = 0.0,
     buckets: int = DEFAULT_BUCKETS,
-    out: object = sys.stdout,
+    out: TextIO | None = None,
 ) -> list[VerifyReport]:
     if min_age < 0 or buckets <= 0:
         raise DataError("--min-age must not be negative and --buckets must be positive")
@@ -64,7 +65,7 @@ async def run_verify(
             )
             reports.append(report)
             for line in report.lines():
-                print(line, file=out, flush=True)  # type: ignore[call-overload]
+                print(line, file=out or sys.stdout, flush=True)
     return reports
 
 

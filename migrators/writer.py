@@ -125,11 +125,15 @@ class _Prepared:
 
 def _prepare(spec: EntitySpec, items: Sequence[SourceItem], ctx: MappingContext) -> _Prepared:
     latest: dict[str, SourceItem] = {}
+    prepared = _Prepared({table: [] for table in spec.tables}, [], [], [], {})
     for item in items:  # one row can change once per statement: keep each id's newest
         seen = latest.get(item.legacy_id)
+        if seen is not None and seen.version == item.version and seen.document != item.document:
+            # two documents observed at once under one legacy id: a duplicate in MongoDB
+            note = Note("duplicate_legacy_id", "another document has the same legacy id")
+            prepared.notes.append((item.legacy_id, note))
         if seen is None or item.version >= seen.version:
             latest[item.legacy_id] = item
-    prepared = _Prepared({table: [] for table in spec.tables}, [], [], [], {})
     for item in latest.values():
         if item.document is None:
             prepared.deletions.append((item.legacy_id, item.version))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import io
 from collections import Counter
@@ -161,3 +163,36 @@ async def test_mixed_id_types_are_all_read_even_across_a_resume(
     assert resumed.result.read == len(ids) - 6
     assert await clean_pg.fetchval("SELECT count(*) FROM subscriptions") == len(ids)
     assert resumed.not_read == 0
+
+
+def test_commands_through_the_cli_print_summaries_and_never_a_password(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from strangler.cli import main
+
+    key = base64.b64encode(clean_settings.connector_keys.keys["k1"]).decode()
+    monkeypatch.setenv("MONGO_URL", clean_settings.mongo_url)
+    monkeypatch.setenv("DATABASE_URL", clean_settings.database_url)
+    monkeypatch.setenv("CONNECTOR_KEYS", f"k1:{key}")
+    assert main(["backfill", "all", "--batch-size", "9"]) == 0
+    assert main(["verify", "all"]) == 0
+    monkeypatch.setenv("CONNECTOR_KEYS", f"k1:{key},k2:{base64.b64encode(b'k' * 32).decode()}")
+    assert main(["secrets", "rotate", "--batch", "4"]) == 0
+    assert main(["verify", "connectors"]) == 0  # still opens every secret, now under k2
+    assert main(["backfill", "nonsense"]) == 2
+    output = capsys.readouterr()
+    text = output.out + output.err + caplog.text
+    assert "backfill summary:" in text and "connectors: clean" in text
+    assert "rotated 24 connector secret(s) to key 'k2'" in text
+    assert "unknown entity 'nonsense'" in text
+    passwords = asyncio.run(_passwords(legacy_db))
+    assert len(passwords) == 24 and not any(p in text for p in passwords) and key not in text
+
+
+async def _passwords(db: Database) -> list[str]:
+    return [d["connection_detail"]["password"] async for d in db["connectors"].find()]
