@@ -57,7 +57,10 @@ def _entity_lines(entity: EntityReport) -> list[str]:
             lines.append(f"    {endpoint:<40} NOT EXERCISED")
         else:
             kinds = " ".join(f"{k}={n}" for k, n in sorted(stats.kinds.items()) if n)
-            lines.append(f"    {endpoint:<40} {stats.compared:>6}  {kinds}  [{_statuses(stats)}]")
+            bound = f"regression upper bound {stats.regression_upper:.4f}"
+            lines.append(
+                f"    {endpoint:<40} {stats.compared:>6}  {kinds}  [{_statuses(stats)}]  {bound}"
+            )
     extra = sorted(set(entity.endpoints) - set(entity.owned)) if entity.owned else []
     for endpoint in extra:
         lines.append(f"    {endpoint:<40} (not an endpoint of {entity.entity})")
@@ -132,14 +135,21 @@ def _markdown(report: Report) -> str:
             f"- gate `{g.name}`: {'pass' if g.passed else '**FAIL**'}: {_cell(g.message)}"
             for g in e.gates
         ]
-        out += ["", "| endpoint | compared | kinds | statuses (legacy/new) |", "|---|---:|---|---|"]
+        out += [
+            "",
+            "| endpoint | compared | kinds | statuses (legacy/new) | regression upper bound |",
+            "|---|---:|---|---|---:|",
+        ]
         for endpoint in e.owned or tuple(sorted(e.endpoints)):
             stats = e.endpoints.get(endpoint)
             if stats is None or not stats.compared:
-                out.append(f"| `{endpoint}` | 0 | **not exercised** | |")
+                out.append(f"| `{endpoint}` | 0 | **not exercised** | | |")
             else:
                 kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats.kinds.items()) if n)
-                out.append(f"| `{endpoint}` | {stats.compared} | {kinds} | {_statuses(stats)} |")
+                out.append(
+                    f"| `{endpoint}` | {stats.compared} | {kinds} | {_statuses(stats)} | "
+                    f"{stats.regression_upper:.4f} |"
+                )
         if e.expected_by_rule:
             out += [
                 "",

@@ -71,6 +71,7 @@ class EndpointStats:
     endpoint: str
     kinds: Counter[str] = field(default_factory=Counter)
     statuses: Counter[tuple[int, int]] = field(default_factory=Counter)
+    regression_upper: float = 1.0
 
     @property
     def compared(self) -> int:
@@ -84,6 +85,8 @@ class EndpointStats:
         return {
             "endpoint": self.endpoint,
             "compared": self.compared,
+            "regression_rate": self.regressions / self.compared if self.compared else 0.0,
+            "regression_rate_upper_bound": self.regression_upper,
             "kinds": dict(sorted(self.kinds.items())),
             "statuses": [
                 {"legacy": legacy, "new": new, "count": n}
@@ -287,6 +290,8 @@ def build_report(
 def _apply_gates(report: EntityReport, gates: Gates) -> None:
     compared, regressions = report.compared, report.regressions
     report.regression_upper = wilson_upper(regressions, compared, gates.confidence)
+    for stats in report.endpoints.values():
+        stats.regression_upper = wilson_upper(stats.regressions, stats.compared, gates.confidence)
     report.gates.append(
         GateResult(
             "min-samples",

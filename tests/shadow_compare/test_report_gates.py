@@ -148,7 +148,7 @@ def test_coverage_lists_endpoints_and_statuses_and_what_was_not_exercised() -> N
     assert "POST /connectors/addConnector" in text and "NOT EXERCISED" in text
     assert "200/200 x2" in text
     markdown = render(report, "markdown")
-    assert "| `POST /connectors/addConnector` | 0 | **not exercised** | |" in markdown
+    assert "| `POST /connectors/addConnector` | 0 | **not exercised** | | |" in markdown
     assert markdown.startswith("## Shadow report: PASS")
 
 
@@ -159,6 +159,9 @@ def test_json_and_junit_agree_on_the_verdict() -> None:
     data = json.loads(render(report, "json"))
     assert data["passed"] is False
     assert data["entities"][0]["regressions"] == 1
+    (endpoint,) = data["entities"][0]["coverage"]["endpoints"]
+    assert endpoint["regression_rate"] == 0.5
+    assert endpoint["regression_rate_upper_bound"] == pytest.approx(wilson_upper(1, 2))
     root = ET.fromstring(render(report, "junit"))
     failures = [c.get("name") for c in root.iter("testcase") if c.find("failure") is not None]
     assert failures == ["gate regression-rate"]
