@@ -58,6 +58,45 @@ class Database(Protocol):
 
 
 _memory_clients: dict[str, Any] = {}
+_memory_patched = False
+
+
+def _patch_memory_cursor() -> None:
+    """Make the in-process store's cursors behave like PyMongo's, at PyMongo's cost.
+
+    mongomock slices its whole result list on every ``next()`` (quadratic in the
+    result size: a 70k-document read took tens of seconds), and mongomock-motor's
+    ``to_list`` ignores its ``length``. Both are fixed here, once, for the
+    in-process store only; the production path (PyMongo) is untouched.
+    """
+    global _memory_patched
+    if _memory_patched:
+        return
+    from mongomock.collection import Cursor as MockCursor
+    from mongomock_motor import AsyncCursor
+
+    def next_document(self: Any) -> Any:
+        results = self._compute_results(with_limit_and_skip=False)
+        position = self._skip + self._emitted
+        limit = abs(self._limit) if self._limit else None
+        if position >= len(results) or (limit is not None and self._emitted >= limit):
+            raise StopIteration
+        self._emitted += 1
+        return results[position]
+
+    async def to_list(self: Any, length: int | None = None, *args: Any, **kwargs: Any) -> list[Any]:
+        cursor = self._AsyncCursor__cursor
+        documents = []
+        for document in cursor:
+            documents.append(document)
+            if length is not None and len(documents) >= length:
+                break
+        return documents
+
+    setattr(MockCursor, "__next__", next_document)  # noqa: B010 - patching a test double
+    setattr(MockCursor, "next", next_document)  # noqa: B010
+    setattr(AsyncCursor, "to_list", to_list)  # noqa: B010
+    _memory_patched = True
 
 
 def open_database(url: str, default_name: str = "uzo") -> Database:
@@ -76,6 +115,7 @@ def open_database(url: str, default_name: str = "uzo") -> Database:
     if parts.scheme == "memory":
         from mongomock_motor import AsyncMongoMockClient
 
+        _patch_memory_cursor()
         client = _memory_clients.get(name)
         if client is None:
             client = _memory_clients[name] = AsyncMongoMockClient()
