@@ -120,7 +120,6 @@ async def _create_month(conn: asyncpg.Connection, table: str, month: Month) -> i
     name, default = partition_name(table, month), default_partition_name(table)
     low, high = _literal(month.start), _literal(month.end)
     in_month = f"{PARTITION_COLUMN} >= {low} AND {PARTITION_COLUMN} < {high}"
-    await conn.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
     if not await conn.fetchval(f"SELECT EXISTS (SELECT FROM {default} WHERE {in_month})"):
         await conn.execute(
             f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ({low}) TO ({high})"
@@ -140,6 +139,38 @@ async def _create_month(conn: asyncpg.Connection, table: str, month: Month) -> i
     return int(status.rsplit(" ", 1)[-1])
 
 
+async def _ensure_table(
+    conn: asyncpg.Connection,
+    table: str,
+    months: tuple[int, int],
+    from_default: bool,
+    lock_timeout_ms: int,
+) -> list[tuple[str, int]]:
+    """Partitions created for ``table`` (name, rows moved out of the default), one transaction."""
+    months_back, months_ahead = months
+    created: list[tuple[str, int]] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+        now: datetime = await conn.fetchval("SELECT now()")
+        wanted = set(months_around(Month.of(now), back=months_back, ahead=months_ahead))
+        existing = await _partitions_of(conn, table)
+        default = default_partition_name(table)
+        if default not in existing:
+            await conn.execute(f"CREATE TABLE {default} PARTITION OF {table} DEFAULT")
+            created.append((default, 0))
+        if from_default:
+            wanted.update(await _months_in_default(conn, table))
+        missing = [m for m in sorted(wanted) if partition_name(table, m) not in existing]
+        if missing:
+            # Creating a partition needs the parent's strongest lock; taken at once (no
+            # upgrade from a weaker one, which could deadlock with a reader that writes).
+            await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        for month in missing:
+            created.append((partition_name(table, month), await _create_month(conn, table, month)))
+    return created
+
+
 async def ensure_partitions(
     conn: asyncpg.Connection,
     months_ahead: int = 3,
@@ -147,38 +178,37 @@ async def ensure_partitions(
     months_back: int = 1,
     from_default: bool = False,
     tables: Iterable[str] = MONTHLY_PARTITIONED,
+    lock_timeout_ms: int = 5000,
     progress: Callable[[str], object] | None = None,
 ) -> list[str]:
     """Create the monthly partitions from ``months_back`` before the current month (database
     clock, UTC) to ``months_ahead`` after it, plus, with ``from_default``, one for every
     month that has rows in the default partition. Returns the names created; idempotent.
 
-    Tables of ``tables`` that do not exist (yet) are skipped.
+    Tables of ``tables`` that do not exist (yet) are skipped. A table whose lock cannot be
+    had within ``lock_timeout_ms`` (a long transaction uses it) is skipped too, rather than
+    queueing every writer of the table behind the wait: its months are created on the next
+    run, months ahead of need, and the default partition takes any row meanwhile.
     """
     if months_ahead < 0 or months_back < 0:
         raise ValueError("months_ahead and months_back must not be negative")
+    report = progress or (lambda _line: None)
     created: list[str] = []
     for table in await _existing_tables(conn, tables):
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-            now: datetime = await conn.fetchval("SELECT now()")
-            wanted = set(months_around(Month.of(now), back=months_back, ahead=months_ahead))
-            existing = await _partitions_of(conn, table)
-            default = default_partition_name(table)
-            if default not in existing:
-                await conn.execute(f"CREATE TABLE {default} PARTITION OF {table} DEFAULT")
-                created.append(default)
-            if from_default:
-                wanted.update(await _months_in_default(conn, table))
-            for month in sorted(wanted):
-                name = partition_name(table, month)
-                if name in existing:
-                    continue
-                moved = await _create_month(conn, table, month)
-                created.append(name)
-                if progress is not None:
-                    note = f", moved {moved} rows out of {default}" if moved else ""
-                    progress(f"created partition {name}{note}")
+        try:
+            done = await _ensure_table(
+                conn, table, (months_back, months_ahead), from_default, lock_timeout_ms
+            )
+        except asyncpg.LockNotAvailableError:
+            report(
+                f"{table}: busy (no lock within {lock_timeout_ms} ms); its partitions will be "
+                "created on the next run"
+            )
+            continue
+        for name, moved in done:
+            created.append(name)
+            note = f", moved {moved} rows out of {default_partition_name(table)}" if moved else ""
+            report(f"created partition {name}{note}")
     return created
 
 

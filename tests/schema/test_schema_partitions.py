@@ -130,3 +130,27 @@ async def test_history_in_the_default_partition_is_carved_into_months(conn):
     rows = await conn.fetchval("SELECT count(*) FROM job_runs_2019_05")
     assert rows == 2
     assert await conn.fetchval("SELECT count(*) FROM job_runs_default") == 0
+
+
+async def test_a_table_held_by_a_long_transaction_is_skipped_not_waited_for(
+    conn, migrated_database_url
+):
+    reader = await asyncpg.connect(migrated_database_url)
+    try:
+        transaction = reader.transaction()
+        await transaction.start()
+        await reader.fetchval("SELECT count(*) FROM job_runs")  # holds a lock until it ends
+        lines: list[str] = []
+        created = await ensure_partitions(
+            conn, months_ahead=4, lock_timeout_ms=200, progress=lines.append
+        )
+        await transaction.rollback()
+    finally:
+        await reader.close()
+    now = await current_month(conn)
+    assert created == [partition_name("user_activity", now.shifted(4))]
+    assert any(line.startswith("job_runs: busy") for line in lines)
+    # Once the table is free, the next run catches up.
+    assert await ensure_partitions(conn, months_ahead=4) == [
+        partition_name("job_runs", now.shifted(4))
+    ]
