@@ -18,6 +18,7 @@ through the writer's version guard and content comparison, nothing changes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -30,7 +31,7 @@ from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from migrators.spec import Document, EntitySpec, MappingContext
-from migrators.writer import BatchResult, SourceItem, write_batch
+from migrators.writer import BatchRejected, BatchResult, SourceItem, write_batch
 from schema.tenancy import enter_sync
 from strangler.mongo import Database
 
@@ -144,6 +145,32 @@ class BackfillSummary:
         return lines
 
 
+# A concurrent writer (the sync worker) can make a batch fail in ways that pass when
+# tried again: deadlock, serialization failure, a unique name taken meanwhile.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "23505"})
+_ATTEMPTS = 5
+
+
+async def _write_with_retries(
+    conn: asyncpg.Connection,
+    spec: EntitySpec,
+    items: list[SourceItem],
+    ctx: MappingContext,
+    checkpoint: BackfillPosition,
+) -> BatchResult:
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return await write_batch(conn, spec, items, ctx=ctx, position=checkpoint)
+        except BatchRejected as exc:
+            state = getattr(exc.__cause__, "sqlstate", None)
+            if state not in _TRANSIENT_SQLSTATES or attempt == _ATTEMPTS:
+                raise
+            # same versions: the documents are still what was observed at that instant,
+            # so a change the sync applies meanwhile (a higher version) keeps winning
+            await asyncio.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
 async def _start(conn: asyncpg.Connection, entity: str) -> tuple[BackfillPosition, bool]:
     """The position to start from; a new pass when none is open."""
     async with conn.transaction():
@@ -209,7 +236,7 @@ async def backfill_entity(
             items = [SourceItem(legacy_id_of(spec, d), d, version) for d in documents]
             checkpoint = BackfillPosition(spec.name, type_index, after)
             writing = time.perf_counter()
-            result = await write_batch(conn, spec, items, ctx=ctx, position=checkpoint)
+            result = await _write_with_retries(conn, spec, items, ctx, checkpoint)
             summary.write_seconds += time.perf_counter() - writing
             summary.result.merge(result)
             summary.batches += 1

@@ -196,3 +196,28 @@ def test_commands_through_the_cli_print_summaries_and_never_a_password(
 
 async def _passwords(db: Database) -> list[str]:
     return [d["connection_detail"]["password"] async for d in db["connectors"].find()]
+
+
+async def test_a_batch_lost_to_a_concurrent_writer_is_tried_again_at_its_version(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_pg: asyncpg.Connection,
+    ctx: MappingContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import migrators.backfill as backfill_module
+    from migrators.writer import BatchRejected
+
+    real = backfill_module.write_batch
+    calls: list[list[int]] = []
+
+    async def deadlocked_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(sorted({item.version for item in args[2]}))
+        if len(calls) == 1:
+            cause = asyncpg.DeadlockDetectedError("deadlock detected")
+            raise BatchRejected("rejected") from cause
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(backfill_module, "write_batch", deadlocked_once)
+    summary = await backfill_entity(legacy_db, clean_pg, ACCOUNTS, ctx, clock=lambda: 77)
+    assert summary.result.written == 3 and calls == [[77], [77]]
