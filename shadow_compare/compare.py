@@ -10,8 +10,6 @@ which is never reported as equal.
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,65 +17,29 @@ from shadow_compare.classify import ExpectedMatcher
 from shadow_compare.model import Cause, CompareResult, Difference
 from shadow_compare.paths import KeyedItem, Segment, State, render
 from shadow_compare.rules import CompiledRules, DatetimeTolerance, NumberTolerance, SetRule
-from strangler.contract import DirtyValue, parse_legacy_datetime
+from shadow_compare.values import (
+    as_datetimes,
+    datetime_shape,
+    identity_key,
+    json_type,
+    multiset_minus,
+    preview,
+    rounding_of,
+    same_scalar,
+    same_tree,
+    unique_keys,
+)
 from strangler.exchange import RecordedRequest, RecordedResponse
 
 __all__ = ["compare_responses"]
 
 STATUS_PATH = "@status"
-_PREVIEW_LIMIT = 512  # characters of JSON kept for a container value inside a difference
-_DATETIME_SHAPE = re.compile(r"^\s*\d{1,4}[-/]\d{1,2}[-/]\d{1,4}([ T]\d{1,2}:\d{2}.*)?$")
 _ZONE_STEP_SECONDS = 15 * 60
 _MAX_ZONE_SHIFT_SECONDS = 14 * 3600
-# The tenant id is shared by every item of a list: never an item's identity (other
-# references, such as a workflow's job_id, are skipped by the uniqueness check).
-_REFERENCE_KEYS = frozenset({"subscription_id"})
 
 
 class _Stop(Exception):
     """A cost bound was reached: the walk ends and the result is truncated."""
-
-
-def _preview(value: Any) -> Any:
-    """Scalars as they are; a container only while small, else a summary (bounds memory)."""
-    if isinstance(value, dict | list):
-        text = json.dumps(value, default=str)
-        if len(text) > _PREVIEW_LIMIT:
-            size = f"{len(value)} {'keys' if isinstance(value, dict) else 'items'}"
-            return f"<{type(value).__name__} of {size}, {len(text)} characters>"
-    return value
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
-def _decimals(number: float) -> int:
-    text = repr(number)
-    return len(text.split(".", 1)[1]) if "." in text and "e" not in text else 0
-
-
-def _rounding_of(legacy: float, new: float) -> bool:
-    """True when one number is the other rounded to fewer decimals (or equal up to 1e-9)."""
-    if math.isclose(legacy, new, rel_tol=1e-9, abs_tol=0.0):
-        return True
-    for coarse, fine in ((legacy, new), (new, legacy)):
-        places = _decimals(float(coarse))
-        if places < _decimals(float(fine)) and round(float(fine), places) == coarse:
-            return True
-    return False
-
-
-def _datetime_shape(text: str) -> str:
-    return re.sub(r"\d", "0", text)
 
 
 def _message(response: RecordedResponse) -> str:
@@ -114,7 +76,7 @@ class _Walk:
     ) -> None:
         where = path if path is not None else render(self.path)
         scoped = [rule for kind, rule in self._rules_here(states) if kind == "expected"]
-        difference = Difference(where, cause, _preview(legacy), _preview(new), detail)
+        difference = Difference(where, cause, preview(legacy), preview(new), detail)
         self.differences.append(self.expected.classify(difference, scoped))
         if len(self.differences) >= self.rules.max_differences:
             raise _Stop(f"stopped at {self.rules.max_differences} differences (max_differences)")
@@ -149,7 +111,7 @@ class _Walk:
 
     def mapping(self, legacy: dict[str, Any], new: dict[str, Any], states: State) -> None:
         for key, value in legacy.items():
-            if key in new and _same_scalar(value, new[key]):
+            if key in new and same_scalar(value, new[key]):
                 # Most nodes are equal leaves: no rule can turn equality into a difference,
                 # so they are counted and skipped without a call (the hot path).
                 self.nodes += 1
@@ -196,8 +158,8 @@ class _Walk:
         if as_set is not None and as_set.key is None:
             self.multiset(legacy, new, states, ordered=False)
             return
-        key = as_set.key if as_set is not None else _identity_key(legacy, new)
-        if key is not None and _unique_keys(legacy, key) and _unique_keys(new, key):
+        key = as_set.key if as_set is not None else identity_key(legacy, new)
+        if key is not None and unique_keys(legacy, key) and unique_keys(new, key):
             self.keyed(legacy, new, states, item_states, key, ordered=as_set is None)
             return
         if len(legacy) == len(new) and self.multiset(legacy, new, states, ordered=True):
@@ -211,7 +173,7 @@ class _Walk:
                 states,
             )
         for index, (left, right) in enumerate(zip(legacy, new, strict=False)):
-            if _same_scalar(left, right) or _same_tree(left, right):
+            if same_scalar(left, right) or same_tree(left, right):
                 self.tick()
                 continue
             self.path.append(index)
@@ -235,8 +197,8 @@ class _Walk:
             return True
         if ordered:
             return False  # not a permutation: compared item by item instead
-        only_legacy = _multiset_minus(left, right)
-        only_new = _multiset_minus(right, left)
+        only_legacy = multiset_minus(left, right)
+        only_new = multiset_minus(right, left)
         cause = Cause.LIST_LENGTH if len(legacy) != len(new) else Cause.VALUE
         self.add(
             cause,
@@ -297,7 +259,7 @@ class _Walk:
                 )
         for ident, item in zip(legacy_ids, legacy, strict=True):
             if ident in common:
-                if _same_tree(item, by_new[ident]):
+                if same_tree(item, by_new[ident]):
                     self.tick()
                     continue
                 self.path.append(KeyedItem(key, ident))
@@ -307,7 +269,7 @@ class _Walk:
     # --- scalars ----------------------------------------------------------------------
 
     def scalar(self, legacy: Any, new: Any, states: State, here: Sequence[tuple[str, Any]]) -> None:
-        type_legacy, type_new = _json_type(legacy), _json_type(new)
+        type_legacy, type_new = json_type(legacy), json_type(new)
         if type_legacy != type_new:
             self.add(Cause.TYPE, legacy, new, f"{type_legacy} on legacy, {type_new} on new", states)
         elif type_legacy == "number":
@@ -324,7 +286,7 @@ class _Walk:
             self.add(Cause.NUMBER_PRECISION, legacy, new, "integer vs decimal form", states)
         elif any(t.accepts(legacy, new) for t in tolerances):
             return
-        elif _rounding_of(legacy, new):
+        elif rounding_of(legacy, new):
             self.add(Cause.NUMBER_PRECISION, legacy, new, "differs by rounding", states)
         else:
             self.add(Cause.VALUE, legacy, new, "", states)
@@ -332,12 +294,12 @@ class _Walk:
     def string(
         self, legacy: str, new: str, states: State, tolerances: Sequence[DatetimeTolerance]
     ) -> None:
-        moments = _as_datetimes(legacy, new)
+        moments = as_datetimes(legacy, new)
         if moments is None:
             self.add(Cause.VALUE, legacy, new, "", states)
             return
         gap = abs((moments[0] - moments[1]).total_seconds())
-        same_shape = _datetime_shape(legacy) == _datetime_shape(new)
+        same_shape = datetime_shape(legacy) == datetime_shape(new)
         if gap == 0:
             self.add(
                 Cause.DATETIME_FORMAT, legacy, new, "the same instant written differently", states
@@ -360,80 +322,6 @@ class _Walk:
             )
         else:
             self.add(Cause.VALUE, legacy, new, f"instants {gap:g} s apart", states)
-
-
-_CONTAINERS = (dict, list)
-
-
-def _same_scalar(legacy: Any, new: Any) -> bool:
-    """Equal scalars of the same JSON type (``type`` tells ``true`` from ``1`` and ``1.0``)."""
-    kind = type(legacy)
-    return kind is type(new) and kind not in _CONTAINERS and legacy == new
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _same_tree(legacy: Any, new: Any) -> bool:
-    """Equal JSON objects, decided by the C encoder rather than a Python walk.
-
-    Canonical JSON (sorted keys) tells ``true`` from ``1`` and ``1`` from ``1.0``, which
-    Python's ``==`` does not; equal subtrees are then skipped whole. Only list items and
-    the root are checked this way: they are where equal siblings are many, and checking
-    every level would serialise the path to a difference once per level.
-    """
-    return type(legacy) is dict and type(new) is dict and _canonical(legacy) == _canonical(new)
-
-
-def _as_datetimes(legacy: str, new: str) -> tuple[Any, Any] | None:
-    if not (_DATETIME_SHAPE.match(legacy) and _DATETIME_SHAPE.match(new)):
-        return None
-    try:
-        left, right = parse_legacy_datetime(legacy), parse_legacy_datetime(new)
-    except DirtyValue:
-        return None
-    if left is None or right is None:
-        return None
-    return left, right
-
-
-def _identity_key(legacy: list[Any], new: list[Any]) -> str | None:
-    """The id field of a list of objects: a key ending in ``_id`` (or ``UserId``) that every
-    item carries as a scalar. Only a key unique on both sides is used (checked by the caller)."""
-    sample = legacy[0] if legacy else (new[0] if new else None)
-    if not isinstance(sample, dict):
-        return None
-    for key in sample:
-        if not (key.endswith("_id") or key in ("UserId", "id")) or key in _REFERENCE_KEYS:
-            continue
-        if all(
-            isinstance(item, dict) and isinstance(item.get(key), str | int)
-            for item in (*legacy, *new)
-        ) and _unique_keys(legacy, key):
-            return key
-    return None
-
-
-def _unique_keys(items: list[Any], key: str) -> bool:
-    try:
-        values = [str(item[key]) for item in items]
-    except (KeyError, TypeError):
-        return False
-    return len(set(values)) == len(values)
-
-
-def _multiset_minus(left: list[str], right: list[str]) -> list[str]:
-    remaining: dict[str, int] = {}
-    for item in right:
-        remaining[item] = remaining.get(item, 0) + 1
-    result = []
-    for item in left:
-        if remaining.get(item, 0):
-            remaining[item] -= 1
-        else:
-            result.append(item)
-    return result
 
 
 def _header_value(response: RecordedResponse, name: str) -> str | None:
@@ -528,7 +416,7 @@ def _compare_bodies(legacy: bytes, new: bytes, walk: _Walk, notes: list[str]) ->
                 "$",
             )
         return False
-    if _same_tree(left, right):  # the same JSON serialised differently (key order, spaces)
+    if same_tree(left, right):  # the same JSON serialised differently (key order, spaces)
         walk.nodes += 1
         return False
     walk.node(left, right, walk.matcher.start)
