@@ -1,4 +1,4 @@
-"""``strangler shadow report`` and ``strangler shadow replay``: the gates CI runs.
+"""``strangler shadow report|replay|prune``: the gates CI runs, and retention.
 
 Exit codes: 0 every gate passed, 1 a gate failed (the report says which), 2 the
 command could not run (strangler.cli prints the one-line reason).
@@ -162,6 +162,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _gate_arguments(replay_parser, rate=0.0, samples=1, on="observed")
     replay_parser.set_defaults(handler=_replay)
 
+    prune = commands.add_parser(
+        "prune",
+        help="delete stored comparisons older than a duration",
+        description="Delete counts and samples recorded before --older-than (live traffic and "
+        "replay runs alike) from DATABASE_URL, in one transaction.",
+    )
+    prune.add_argument(
+        "--older-than", required=True, help="a duration (30d, 12h) or an ISO 8601 time"
+    )
+    prune.set_defaults(handler=_prune)
+
 
 def _gates(args: argparse.Namespace) -> Gates:
     if args.min_samples < 1:
@@ -274,3 +285,22 @@ def _replay(args: argparse.Namespace) -> int:
         return report
 
     return _emit(run_async(run()), args)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    before = parse_since(args.older_than)
+
+    async def run() -> dict[str, int]:
+        store = ResultStore(settings.database_url)
+        try:
+            return await store.prune(before=before)
+        finally:
+            await store.close()
+
+    deleted = run_async(run())
+    print(
+        f"deleted rows older than {before.isoformat()}: "
+        + ", ".join(f"{table} {n}" for table, n in deleted.items())
+    )
+    return 0

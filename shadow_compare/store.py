@@ -256,6 +256,24 @@ class ResultStore:
             ),
         )
 
+    async def prune(self, *, before: datetime) -> dict[str, int]:
+        """Delete counts in buckets before ``before`` and samples recorded before it."""
+        await self.open()
+        assert self._pool is not None
+        deleted: dict[str, int] = {}
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                for table, column in (
+                    ("shadow_comparisons", "bucket"),
+                    ("shadow_differences", "bucket"),
+                    ("shadow_samples", "recorded_at"),
+                ):
+                    status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", before)
+                    deleted[table] = int(status.rsplit(" ", 1)[-1])
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise self._unavailable(exc) from exc
+        return deleted
+
     async def count_samples(self, run: str, entity: str, cause: str) -> int:
         await self.open()
         assert self._pool is not None

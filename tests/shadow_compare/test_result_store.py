@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 from prometheus_client import CollectorRegistry
 
 from shadow_compare.aggregate import tally
@@ -17,6 +18,7 @@ from shadow_compare.recorder import BufferedRecorder
 from shadow_compare.rules import parse_rules
 from shadow_compare.runner import build_runner
 from shadow_compare.store import ResultStore
+from strangler.cli import main
 from strangler.exchange import RecordedRequest, RecordedResponse
 
 RULES = parse_rules({}).for_entity("connectors")
@@ -154,3 +156,24 @@ async def test_a_database_without_the_shadow_tables_says_to_migrate(
     recorder.record(outcome(datetime.now(UTC), "x"))
     await recorder.close()  # flushes: the loss is counted, nothing is raised
     assert recorder.lost_count == 1
+
+
+async def test_prune_deletes_only_what_is_older_than_asked(
+    migrated_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ResultStore(migrated_database_url)
+    now = datetime.now(UTC)
+    try:
+        await store.write(tally([outcome(now - timedelta(days=40), "old"), outcome(now, "new")]))
+    finally:
+        await store.close()
+    monkeypatch.setenv("DATABASE_URL", migrated_database_url)
+    assert await asyncio.to_thread(main, ["shadow", "prune", "--older-than", "30d"]) == 0
+    assert "shadow_comparisons 1" in capsys.readouterr().out
+    store = ResultStore(migrated_database_url)
+    try:
+        data = await store.read(since=now - timedelta(days=365))
+    finally:
+        await store.close()
+    assert sum(n for _, n in data.comparisons) == 1
+    assert [json.dumps(s.new_value) for s in data.samples if s.path == "$.data.name"] == ['"new"']
