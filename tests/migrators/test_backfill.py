@@ -221,3 +221,35 @@ async def test_a_batch_lost_to_a_concurrent_writer_is_tried_again_at_its_version
     monkeypatch.setattr(backfill_module, "write_batch", deadlocked_once)
     summary = await backfill_entity(legacy_db, clean_pg, ACCOUNTS, ctx, clock=lambda: 77)
     assert summary.result.written == 3 and calls == [[77], [77]]
+
+
+async def test_backfill_cancelled_inside_a_batch_resumes_complete(
+    legacy_db: Database, dirty_seed: SeedSummary, database_url: str, ctx: MappingContext
+) -> None:
+    users = REGISTRY.get("users")
+    first = await asyncpg.connect(database_url)
+    await backfill_entity(legacy_db, first, ACCOUNTS, ctx)
+    loop = asyncio.get_running_loop()
+    task: asyncio.Task[Any] | None = None
+
+    def cancel_during_the_next_batch(line: str) -> None:
+        if line.startswith("users: 9/") and task is not None:
+            loop.call_soon(task.cancel)  # lands while the next batch is being written
+
+    task = asyncio.create_task(
+        backfill_entity(
+            legacy_db, first, users, ctx, batch_size=3, progress=cancel_during_the_next_batch
+        )
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    first.terminate()  # the process died: its connection with it
+    second = await asyncpg.connect(database_url)
+    try:
+        committed = await second.fetchval("SELECT count(*) FROM users")
+        assert 9 <= committed < 30
+        resumed = await backfill_entity(legacy_db, second, users, ctx, batch_size=3)
+        assert resumed.resumed and resumed.result.read == 30 - committed
+        assert await second.fetchval("SELECT count(DISTINCT user_id) FROM users") == 30
+    finally:
+        await second.close()

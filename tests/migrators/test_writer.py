@@ -142,3 +142,21 @@ async def test_unknown_tenant_is_quarantined_then_resolved_when_it_arrives(
         )
         == "applied"
     )
+
+
+async def test_duplicate_emails_differing_in_case_keep_the_oldest_user(
+    clean_pg: asyncpg.Connection, ctx: MappingContext
+) -> None:
+    await write_batch(clean_pg, ACCOUNTS, [SourceItem(SUB, account(), 1)], ctx=ctx)
+    older = {"UserId": "usr_0000000000b1", "subscription_id": SUB, "email": "Ann@X.io",
+             "created_at": "2022-01-01 00:00:00"}  # fmt: skip
+    newer = {"UserId": "usr_0000000000b2", "subscription_id": SUB, "email": "ann@x.io",
+             "created_at": "2023-01-01 00:00:00"}  # fmt: skip
+    items = [SourceItem(d["UserId"], d, 3) for d in (newer, older)]
+    result = await write_batch(clean_pg, USERS, items, ctx=ctx)
+    assert [(i, n.kind) for i, n in result.notes] == [("usr_0000000000b2", "renamed_duplicate")]
+    emails = dict(await clean_pg.fetch("SELECT user_id, email FROM users"))
+    assert emails == {
+        "usr_0000000000b1": "Ann@X.io",
+        "usr_0000000000b2": "ann@x.io [usr_0000000000b2]",
+    }
