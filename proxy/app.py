@@ -32,7 +32,7 @@ from proxy.forward import (
 from proxy.headers import UpstreamHeaders, upstream_headers
 from proxy.metrics import ProxyMetrics
 from proxy.reload import TableHolder
-from proxy.table import UNROUTED, Route
+from proxy.table import UNROUTED, EntityPlan, Route
 from proxy.websocket import WebSocketForwarder
 from strangler.exchange import NewSideHandler, RecordedRequest, RecordedResponse, ShadowSink
 from strangler.tokens import InvalidToken, caller_from_authorization
@@ -141,7 +141,7 @@ class ProxyApp:
             return await self._legacy_compared(route, handler, scope, receive, send, hdrs), "legacy"
         return await self._serve_new(route, handler, scope, receive, send, hdrs, sampled), "new"
 
-    def _tenant_in_canary(self, scope: dict[str, Any], plan: Any) -> bool:
+    def _tenant_in_canary(self, scope: dict[str, Any], plan: EntityPlan) -> bool:
         if plan.canary_threshold <= 0:
             return False
         authorization = None

@@ -35,6 +35,9 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# Answered by this proxy's server already (it sent the client its "100 Continue"); passing
+# it on would make legacy send an interim response the upstream client did not ask for.
+_HANDLED_HERE = frozenset({b"expect"})
 # Set by the WebSocket handshake on each hop; the upstream client makes its own.
 _WEBSOCKET_HANDSHAKE = frozenset(
     {
@@ -45,6 +48,7 @@ _WEBSOCKET_HANDSHAKE = frozenset(
     }
 )
 REQUEST_ID = b"x-request-id"
+_HTTP_SCHEME = {"ws": "http", "wss": "https"}
 _SANE_REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,200}$")
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
@@ -72,7 +76,7 @@ def upstream_headers(
     websocket: bool = False,
 ) -> UpstreamHeaders:
     """The headers to send upstream for a client request's raw (ASGI) headers."""
-    drop = HOP_BY_HOP | _connection_tokens(raw)
+    drop = HOP_BY_HOP | _HANDLED_HERE | _connection_tokens(raw)
     if websocket:
         drop = drop | _WEBSOCKET_HANDSHAKE | {b"sec-websocket-protocol"}
     out: list[tuple[str, str]] = []
@@ -109,7 +113,8 @@ def upstream_headers(
     if forwarded_for:
         out.append(("X-Forwarded-For", forwarded_for))
     if not has_proto:
-        out.append(("X-Forwarded-Proto", "wss" if scheme == "wss" else scheme))
+        # The scheme the client used for the HTTP request (a WebSocket upgrade included).
+        out.append(("X-Forwarded-Proto", _HTTP_SCHEME.get(scheme, scheme)))
     if not has_host and host:
         out.append(("X-Forwarded-Host", host))
     request_id = request_id or secrets.token_hex(16)

@@ -117,6 +117,7 @@ class ProxyInstance:
         self.admin_app = build_admin_app(self.tables, self.fences, self.metrics, config.instance)
         self._servers: list[_SharedLoopServer] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
 
     @property
@@ -136,14 +137,17 @@ class ProxyInstance:
         return f"http://{self.config.admin_host}:{self.admin_port}"
 
     async def start(self) -> None:
-        """Load the table (RulesError stops the start), open the pool, start both servers."""
+        """Load the table (RulesError stops the start), bind both ports (OSError), open the
+        pool, start both servers."""
         self.tables.load_initial()
+        self._sockets = [_bind(self.config.host, self.config.port)]
+        try:
+            self._sockets.append(_bind(self.config.admin_host, self.config.admin_port))
+        except OSError:
+            self._sockets[0].close()
+            raise
         await self.upstream.start()
         await self.websockets.start()
-        self._sockets = [
-            _bind(self.config.host, self.config.port),
-            _bind(self.config.admin_host, self.config.admin_port),
-        ]
         for app, sock in ((self.app, self._sockets[0]), (self.admin_app, self._sockets[1])):
             server = _SharedLoopServer(
                 uvicorn.Config(
@@ -162,20 +166,21 @@ class ProxyInstance:
             )
             self._servers.append(server)
             self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
-        self._tasks.append(asyncio.create_task(self.tables.watch(self.config.watch_interval)))
+        self._watcher = asyncio.create_task(self.tables.watch(self.config.watch_interval))
         while not all(s.started for s in self._servers):
             if any(t.done() for t in self._tasks):
                 await self.stop()
-                raise RuntimeError("a proxy server failed to start")  # pragma: no cover
+                raise OSError("a proxy server failed to start; see the log above")
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, then close the pool."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         for server in self._servers:
             server.should_exit = True
-        watcher = self._tasks[-1] if self._tasks else None
-        if watcher is not None:
-            watcher.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._servers.clear()

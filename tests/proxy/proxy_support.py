@@ -184,10 +184,12 @@ class ThreadedUpstream:
 
 
 def edit_file(path: pathlib.Path, old: str, new: str) -> None:
-    """Replace the first ``old`` in place (not atomically: as a careless editor would)."""
+    """Replace the first ``old``, atomically (a reader never sees half a file)."""
     text = path.read_text()
     assert old in text, old
-    path.write_text(text.replace(old, new, 1))
+    tmp = path.with_suffix(".edit")
+    tmp.write_text(text.replace(old, new, 1))
+    os.replace(tmp, path)
 
 
 # --- rules files -----------------------------------------------------------------------------

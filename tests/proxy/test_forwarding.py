@@ -131,7 +131,7 @@ async def test_slow_upstream_gets_504_within_the_read_timeout(start_proxy, http)
     elapsed = time.monotonic() - started
     assert resp.status_code == 504
     assert resp.json()["status"] is False
-    assert 0.4 < elapsed < 2.0
+    assert 0.4 < elapsed < 3.0  # the read timeout, not the upstream's 5 s
     # The proxy is not stuck: the next request is served normally.
     assert (await http.get(proxy.url + "/echo")).status_code == 200
 

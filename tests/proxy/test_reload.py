@@ -52,12 +52,40 @@ async def test_reload_under_load_fails_no_request_and_keeps_websockets(proxy_pro
                         failures.append(f"{resp.request.url.path}: {resp.status_code}")
                 served += 2
 
+    async def slow() -> None:
+        """Requests that are in flight (legacy takes 0.3 s) while tables are swapped."""
+        nonlocal served
+        async with httpx.AsyncClient(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    resp = await client.get(proxy.url + "/slow?seconds=0.3")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if resp.status_code != 200:
+                    failures.append(f"/slow: {resp.status_code}")
+                served += 1
+
+    async def traffic_during(step: int) -> None:
+        start = served
+        for _ in range(500):
+            if served >= start + 20:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no traffic flowed around reload {step}")
+
+    async def status() -> dict:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.get(proxy.admin_url + "/admin/status")).json()
+
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(
             proxy.url.replace("http", "ws") + f"/ws/activity?token={token()}"
         )
         await ws.receive_json(timeout=5)
-        workers = [asyncio.create_task(load()) for _ in range(6)]
+        workers = [asyncio.create_task(load()) for _ in range(4)]
+        workers += [asyncio.create_task(slow()) for _ in range(2)]
+        await traffic_during(-1)
 
         # Valid changes by file, alternating with SIGHUP, plus one invalid file in between.
         for step in range(6):
@@ -67,16 +95,21 @@ async def test_reload_under_load_fails_no_request_and_keeps_websockets(proxy_pro
             if step % 2:
                 proxy.proc.send_signal(signal.SIGHUP)
             await _wait_for_hash(proxy.admin_url, _hash_of(data))
+            await traffic_during(step)
             await ws.send_str(f"still open {step}")
             assert await ws.receive_str(timeout=5) == f"echo:still open {step}"
             if step == 3:
                 good = _hash_of(data)
                 edit_file(rules_path, "mode: legacy", "mode: lagacy")
-                await asyncio.sleep(0.5)
-                status = proxy.status()
-                assert status["table_hash"] == good
-                assert status["file_refused"] is True
-                assert "unknown mode 'lagacy'" in status["last_refusal"]["error"]
+                for _ in range(100):
+                    refused = await status()
+                    if refused["file_refused"]:
+                        break
+                    await asyncio.sleep(0.05)
+                assert refused["table_hash"] == good
+                assert refused["file_refused"] is True
+                assert "unknown mode 'lagacy'" in refused["last_refusal"]["error"]
+                await traffic_during(step)
 
         stop.set()
         await asyncio.gather(*workers)
@@ -85,13 +118,12 @@ async def test_reload_under_load_fails_no_request_and_keeps_websockets(proxy_pro
         await ws.close()
 
     assert failures == []
-    assert served > 100
-    status = proxy.status()
-    assert status["reloads_refused"] == 1 and status["file_refused"] is False
+    final = await status()
+    assert final["reloads_refused"] == 1 and final["file_refused"] is False
     metrics = proxy.metrics_text()
     assert 'strangler_proxy_reloads_total{result="refused"} 1.0' in metrics
     assert 'strangler_proxy_reloads_total{result="applied"} 6.0' in metrics
-    assert f'strangler_proxy_table_info{{table_hash="{status["table_hash"]}"}} 1.0' in metrics
+    assert f'strangler_proxy_table_info{{table_hash="{final["table_hash"]}"}} 1.0' in metrics
 
 
 async def test_sighup_alone_reloads(proxy_process) -> None:
@@ -145,13 +177,9 @@ async def test_refused_reload_keeps_table_and_shows_in_status_and_metrics(
     refused = re.search(r'strangler_proxy_reloads_total\{result="refused"\} (\S+)', metrics)
     assert refused is not None and float(refused.group(1)) >= 1
 
-    write_rules(path, rules_data(connectors={"mode": "legacy", "sample_rate": 0.5}))
-    status = await _wait_for_hash(proxy.admin_url, proxy.tables.current.table_hash)
-    for _ in range(100):
-        status = (await http.get(proxy.admin_url + "/admin/status")).json()
-        if status["entities"]["connectors"]["sample_rate"] == 0.5:
-            break
-        await asyncio.sleep(0.05)
+    fixed = rules_data(connectors={"mode": "legacy", "sample_rate": 0.5})
+    write_rules(path, fixed)
+    status = await _wait_for_hash(proxy.admin_url, _hash_of(fixed))
     assert status["entities"]["connectors"]["sample_rate"] == 0.5
     assert status["file_refused"] is False
     assert status["table_hash"] != good_hash
