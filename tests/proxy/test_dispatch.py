@@ -190,3 +190,20 @@ async def test_a_failing_handler_answers_500_in_the_envelope(start_proxy, http) 
         'strangler_proxy_requests_total{entity="connectors",mode="new",origin="new",'
         'status="500"} 1.0' in metrics
     )
+
+
+async def test_canary_compares_with_the_side_that_did_not_serve(start_proxy, http) -> None:
+    for percent, served_by, other_side in ((100, "new", "legacy"), (0, "legacy", "new")):
+        sink = RecordingSink()
+        proxy = await start_proxy(
+            rules=rules_data(connectors={"mode": "canary", "percent": percent, "sample_rate": 1.0}),
+            handlers=_handlers(NewSide(), CONNECTOR_READS),
+            sink=sink,
+        )
+        resp = await http.get(proxy.url + "/connectors/getConnectors", headers=_auth())
+        assert resp.json()["data"]["origin"] == served_by
+        [(_, _, _, primary, other)] = sink.submitted
+        assert primary.side == served_by
+        compared = await other()
+        assert compared.side == other_side
+        assert json.loads(compared.body)["data"]["origin"] == other_side
