@@ -11,7 +11,7 @@ instance, so:
 - a tenant in the canary of one entity is in the canary of every entity at the same or a
   higher percent, so a tenant is not split across backends more than the percents demand.
 
-Test vectors (also asserted by tests/proxy/test_canary.py):
+Test vectors (also asserted by tests/proxy/test_proxy_canary.py):
 
     subscription_id      bucket   in the canary from
     sub_000000000000     1679     16.80 %
