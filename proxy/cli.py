@@ -121,7 +121,9 @@ async def _open_services(
         import asyncpg
 
         try:
-            pg_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+            # min_size=0: no connection at start, so a PostgreSQL outage never stops the
+            # proxy from starting and forwarding to legacy; only new-side calls fail (500).
+            pg_pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=10)
         except (OSError, asyncpg.PostgresError) as exc:
             raise ServiceUnavailable(
                 "DATABASE_URL", redact_url(settings.database_url), str(exc)

@@ -217,7 +217,15 @@ class ProxyProcess:
         self.admin_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        env = {**os.environ, "LEGACY_URL": legacy_url, "JWT_SECRET": SECRET}
+        env = {
+            **os.environ,
+            "LEGACY_URL": legacy_url,
+            "JWT_SECRET": SECRET,
+            # A database that exists, for handler modules that open a pool at start.
+            "DATABASE_URL": os.environ.get(
+                "TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres"
+            ),
+        }
         self.proc = subprocess.Popen(
             [
                 sys.executable,
