@@ -16,9 +16,10 @@ from proxy.fence_client import lift_fence, set_fence
 from proxy.handlers import HANDLER_MODULES
 from proxy.metrics import ProxyMetrics
 from proxy.registry import HandlerDeps, load_handler_modules, required_services
-from proxy.reload import TableHolder
+from proxy.rules import load_rules
 from proxy.server import ProxyConfig, ProxyInstance, fastest_loop, serve
 from proxy.shadow import load_shadow_sink
+from proxy.table import compile_table
 from proxy.upstream import UPSTREAM_CLIENTS, Timeouts
 from strangler.config import Settings, load_settings, redact_url
 from strangler.errors import ConfigError, ServiceUnavailable
@@ -184,8 +185,7 @@ def _check_rules(args: argparse.Namespace) -> int:
     settings = load_settings()
     # register() must do no I/O, so handlers can be listed without opening any pool.
     registry = load_handler_modules(HANDLER_MODULES, HandlerDeps(settings=settings))
-    holder = TableHolder(args.file, registry, ProxyMetrics())
-    table = holder.load_initial()
+    table = compile_table(load_rules(args.file, registry.has), registry.get)
     modes = ", ".join(f"{name}={plan.mode}" for name, plan in table.entities.items())
     print(f"{args.file}: valid; table hash {table.table_hash}; {modes}")
     return 0
