@@ -15,6 +15,7 @@ SPEC_MODULES: tuple[str, ...] = (
     "migrators.entities.accounts",
     "migrators.entities.users",
     "migrators.entities.connectors",
+    "migrators.entities.workspaces",
 )
 
 
