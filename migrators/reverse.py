@@ -39,6 +39,7 @@ from bson import ObjectId
 
 from migrators.origin import ORIGIN_FIELD, origin_marker
 from migrators.spec import Document, EntitySpec, MappingContext
+from migrators.tree_apply import load_rows
 from schema.tenancy import enter_sync
 from strangler.errors import DataError
 from strangler.mongo import Database
@@ -99,16 +100,11 @@ async def pending_count(conn: asyncpg.Connection, entity: str | None = None) -> 
 async def _current_rows(
     conn: asyncpg.Connection, spec: EntitySpec, legacy_id: str
 ) -> dict[str, list[dict[str, Any]]]:
-    table = spec.tables[0]
-    key = spec.id_field
-    row = await conn.fetchrow(f"SELECT * FROM {table} WHERE {key} = $1", legacy_id)
-    if row is None:
+    # every table of a multi-table entity (migrators.tree_apply), jsonb decoded
+    rows = (await load_rows(conn, spec, [legacy_id])).get(legacy_id)
+    if rows is None:
         raise DataError(f"{spec.name} {legacy_id}: the outbox names a row that does not exist")
-    values = dict(row)
-    for name, value in values.items():
-        if isinstance(value, str) and name in ("extra", "connection_detail"):
-            values[name] = json.loads(value)
-    return {table: [values]}
+    return rows
 
 
 async def _apply_one(

@@ -38,6 +38,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from migrators.backfill import legacy_id_of, now_ms
 from migrators.crypto import SecretError
 from migrators.spec import Document, EntitySpec, MappingContext
+from migrators.tree_apply import load_rows
 from migrators.writer import BatchResult, SourceItem, write_batch
 from schema.tenancy import enter_sync
 from strangler.contract import DirtyValue, parse_legacy_datetime
@@ -187,18 +188,17 @@ async def _postgres_side(
     table = spec.tables[0]
     async with conn.transaction():
         await enter_sync(conn)
-        rows = await conn.fetch(f"SELECT * FROM {table}")
+        grouped = await load_rows(conn, spec)  # every table of a multi-table entity
         quarantined = await conn.fetch(
             "SELECT legacy_id FROM migration_quarantine WHERE entity = $1 AND resolved_at IS NULL",
             spec.name,
         )
     documents: dict[str, Document] = {}
     young: set[str] = set()
-    for record in rows:
-        row = dict(record)
-        legacy_id = row[spec.legacy_id_column]
+    for legacy_id, tables in grouped.items():
+        row = tables[table][0]
         try:
-            documents[legacy_id] = spec.to_document({table: [row]}, ctx)
+            documents[legacy_id] = spec.to_document(tables, ctx)
         except SecretError as exc:
             unreadable[legacy_id] = str(exc)
             continue

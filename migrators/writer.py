@@ -41,6 +41,7 @@ from bson.json_util import RELAXED_JSON_OPTIONS
 
 from migrators.spec import Document, EntitySpec, Mapped, MappingContext, Note, Quarantined, Row
 from migrators.staging import StagedTable, stage_rows
+from migrators.tree_apply import apply_children, children_of, delete_children
 from schema.tenancy import enter_sync
 from strangler.errors import PermanentError, ServiceUnavailable
 
@@ -242,9 +243,10 @@ async def write_batch(
         async with conn.transaction():
             await enter_sync(conn)
             applied: set[str] = set()
+            children = children_of(spec)  # multi-table entities: migrators.tree_apply
             for index, table in enumerate(spec.tables):
                 rows = prepared.rows[table]
-                if not rows:
+                if not rows or (index > 0 and children):
                     continue
                 staged = await stage_rows(conn, table, rows)
                 if index == 0:
@@ -256,6 +258,11 @@ async def write_batch(
             result.deleted = await _delete(conn, spec, prepared.deletions)
             result.unchanged += len(prepared.deletions) - result.deleted
             result.notes.extend(prepared.notes)
+            if children:
+                written, notes = await apply_children(conn, spec, prepared.rows, applied)
+                result.written += written
+                result.notes.extend(notes)
+                await delete_children(conn, spec, [i for i, _ in prepared.deletions])
             await _resolve_quarantine(conn, spec, applied)
             if position is not None:
                 await position.save(conn, result)
