@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,7 +152,7 @@ async def envelope_response(
 
 
 class LegacyForwarder:
-    def __init__(self, upstream: Upstream, on_failure: Any = None) -> None:
+    def __init__(self, upstream: Upstream, on_failure: Callable[[str], None] | None = None) -> None:
         self._upstream = upstream
         self._on_failure = on_failure or (lambda kind: None)
 
