@@ -2,7 +2,8 @@
 
 Neither collection gives its documents an id of their own: a row is keyed by the
 document's ``_id`` in the form every migrator stage uses for such documents
-(:func:`history_id`, the same as ``migrators.backfill.legacy_id_of``).
+(:func:`history_id`, the same as ``migrators.backfill.legacy_id_of``): an ObjectId's
+hex string, as change events and the sweep name it.
 
 * ``workflow_versions`` -> ``workflow_versions``: the entry's fields; the tenant comes
   from its snapshot (legacy stores none on the entry). No workflow id, no tenant, or
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bson import json_util
+from bson import ObjectId, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from migrators.entities.common import (
@@ -60,6 +61,8 @@ def history_id(document: Mapping[str, Any]) -> str:
     value = document.get("_id")
     if isinstance(value, str) and value.strip():
         return value
+    if isinstance(value, ObjectId):
+        return str(value)
     return "_id:" + json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS)
 
 
