@@ -261,8 +261,8 @@ async def ensure_subscription(conn: asyncpg.Connection, subscription_id: str) ->
     later sync of the real document fills it in rather than duplicating it.
     """
     await conn.execute(
-        "INSERT INTO subscriptions (id, subscription_id) VALUES ($1, $2) "
-        "ON CONFLICT (subscription_id) DO NOTHING",
+        # No conflict target: two first writes of a tenant racing meet on either unique index.
+        "INSERT INTO subscriptions (id, subscription_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         row_key("subscription", subscription_id),
         subscription_id,
     )

@@ -5,10 +5,13 @@ the same requests."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
+import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +20,14 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 
 from legacy_emulator.app import create_app
 from migrators.crypto import SecretBox
 from migrators.entities.connectors import SPECS
 from migrators.spec import Mapped, MappingContext
+from migrators.touched import TouchedReader
 from proxy.handlers import connectors as connector_handlers
 from proxy.registry import HandlerDeps, HandlerRegistry
 from schema.keys import row_key
@@ -237,3 +242,41 @@ async def _sides(pool: asyncpg.Pool) -> AsyncIterator[Sides]:
         yield Sides(client, build_registry(pool, clock), db, pool, SecretBox(KEYS), clock)
     for name in await db.list_collection_names():
         await db[name].drop()
+
+
+class ShortBlockReader(TouchedReader):
+    """PollingFeed asks for block_ms=0 right after a sweep round, meaning "do not wait"; to
+    Redis, BLOCK 0 means "wait forever". Until the feed passes None there, wait 1 ms."""
+
+    async def read(self, count: int, block_ms: int) -> Any:
+        return await super().read(count, block_ms or 1)
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the test runner owns the signals
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on a free loopback port of this event loop; yields its URL."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    server = _QuietServer(
+        uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            await task
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 from bson import Timestamp
-from new_side_support import CONNECTORS, Sides, Tenant, connector_document
+from new_side_support import CONNECTORS, ShortBlockReader, Sides, Tenant, connector_document
 
 from migrators.feeds.change_stream import event_from_change
 from migrators.feeds.polling import PollingFeed
@@ -17,7 +17,6 @@ from migrators.feeds.sweep import Sweeper
 from migrators.origin import ORIGIN_FIELD
 from migrators.reverse import apply_pending, pending_count
 from migrators.sync import SyncOptions, SyncWorker
-from migrators.touched import TouchedReader
 from strangler.mongo import Database, open_database
 
 UPDATE = "/connectors/updateConnector"
@@ -184,13 +183,6 @@ async def test_a_failing_row_stops_the_run_in_order_and_is_retried(
     assert (second.applied, second.failed) == (6, 0)
 
 
-class _ShortBlock(TouchedReader):
-    # PollingFeed asks for block_ms=0 right after a sweep round, meaning "do not wait"; to
-    # Redis, BLOCK 0 means "wait forever". Until the feed passes None there, wait 1 ms.
-    async def read(self, count: int, block_ms: int) -> Any:
-        return await super().read(count, block_ms or 1)
-
-
 async def test_the_forward_sync_does_not_echo_reverse_writes(
     fresh_sides: Sides, tenant: Tenant, migrated_database_url: str, redis_url: str
 ) -> None:
@@ -215,7 +207,7 @@ async def test_the_forward_sync_does_not_echo_reverse_writes(
                 CONNECTORS, target["connectors"], sides.box.context(), buckets=4,
                 buckets_per_round=4, id_column="connector_id",
             )  # fmt: skip
-            reader = _ShortBlock(redis, "connectors", prefix=prefix)
+            reader = ShortBlockReader(redis, "connectors", prefix=prefix)
             return PollingFeed(
                 CONNECTORS, target["connectors"], reader, sweeper, conn, sweep_interval=0.0,
                 block_ms=10,
