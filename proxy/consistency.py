@@ -1,0 +1,184 @@
+"""Read-your-writes across the two sides (DESIGN.md): a client never reads older data than
+a write it just made, whichever side served the write.
+
+The only window where that can fail is a read served by the other side than the write,
+before the sync carried the write across: in ``canary``, a tenant in the canary writes
+through legacy (writes stay there until ``new``) and reads from PostgreSQL, which the
+forward sync fills a moment later. (``new`` serves reads and writes from PostgreSQL, and
+the fenced switch drains both syncs before each flip, so it has no such window.)
+
+Policy, for one (entity, tenant):
+
+- after a successful write, the proxy notes which side took it and when
+  (:meth:`ConsistencyStore.note_write`), in Redis with a bounded TTL, so every proxy
+  instance sees it;
+- a read that would go to the other side goes to the side that took the write instead,
+  until the sync toward the other side reports that it has applied every change up to
+  the write (its *watermark*), or until the pin's bound runs out
+  (:func:`choose_read_side`).
+
+The watermark is a number of epoch seconds per (entity, direction) in Redis: the forward
+sync publishes "every legacy change older than this is in PostgreSQL", the reverse sync
+"every outbox row committed before this is in MongoDB" (:meth:`publish_watermark`).
+Without one, a pin simply lasts its bound, which is chosen above the sync's lag alert.
+
+The decision is pure; the store does one Redis round trip per decision (an MGET of the pin
+and the watermarks) and one SET per write, only for entities in ``canary``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from strangler.errors import ServiceUnavailable
+
+__all__ = [
+    "DEFAULT_PIN_SECONDS",
+    "DEFAULT_SKEW_SECONDS",
+    "ConsistencyStore",
+    "WriteMark",
+    "choose_read_side",
+    "needs_tracking",
+]
+
+Side = Literal["legacy", "new"]
+Direction = Literal["forward", "reverse"]
+
+# How long a write may pin its tenant's reads to one side at most: above the sync's lag
+# alert (a sync slower than this is an incident, and an operator is already looking).
+DEFAULT_PIN_SECONDS = 30.0
+# Clocks of proxies and sync workers differ a little: a watermark must pass the write by
+# this much before the pin is released.
+DEFAULT_SKEW_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class WriteMark:
+    side: Side
+    at: float  # epoch seconds, by the proxy that served the write
+
+
+def needs_tracking(mode: str) -> bool:
+    """Only canary serves a tenant's reads and writes from different sides."""
+    return mode == "canary"
+
+
+def direction_toward(side: Side) -> Direction:
+    """The sync that carries a write made on ``side`` to the other side."""
+    return "forward" if side == "legacy" else "reverse"
+
+
+def choose_read_side(
+    planned: Side,
+    mark: WriteMark | None,
+    watermark: float | None,
+    now: float,
+    *,
+    pin_seconds: float = DEFAULT_PIN_SECONDS,
+    skew_seconds: float = DEFAULT_SKEW_SECONDS,
+) -> Side:
+    """The side that serves a read the routing table sends to ``planned``.
+
+    ``mark`` is the tenant's last write on the entity; ``watermark`` is what the sync from
+    the mark's side toward ``planned`` has applied up to (None: unknown).
+    """
+    if mark is None or mark.side == planned:
+        return planned
+    if now - mark.at >= pin_seconds:
+        return planned  # bounded: a pin never outlives its TTL, even if Redis kept it
+    if watermark is not None and watermark >= mark.at + skew_seconds:
+        return planned  # the write has reached the planned side
+    return mark.side
+
+
+def _decode(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ConsistencyStore:
+    """The pins and watermarks in Redis (redis.asyncio client), shared by every instance."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        prefix: str = "strangler:ryw:",
+        pin_seconds: float = DEFAULT_PIN_SECONDS,
+        skew_seconds: float = DEFAULT_SKEW_SECONDS,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.pin_seconds = pin_seconds
+        self.skew_seconds = skew_seconds
+
+    def _mark_key(self, entity: str, tenant: str) -> str:
+        return f"{self._prefix}mark:{entity}:{tenant}"
+
+    def _watermark_key(self, entity: str, direction: Direction) -> str:
+        return f"{self._prefix}applied:{entity}:{direction}"
+
+    async def note_write(self, entity: str, tenant: str, side: Side, at: float) -> None:
+        """Record a successful write; call it before the response reaches the client."""
+        try:
+            await self._redis.set(
+                self._mark_key(entity, tenant),
+                f"{side}|{at:.6f}",
+                px=max(1, int(self.pin_seconds * 1000)),
+            )
+        except Exception as exc:  # redis raises many kinds; all mean "not reachable"
+            raise ServiceUnavailable("REDIS_URL", "redis", type(exc).__name__) from exc
+
+    async def publish_watermark(
+        self, entity: str, direction: Direction, applied_up_to: float
+    ) -> None:
+        """Called by a sync: every change of ``entity`` older than this has been applied."""
+        await self._redis.set(self._watermark_key(entity, direction), f"{applied_up_to:.6f}")
+
+    async def mark_of(self, entity: str, tenant: str) -> WriteMark | None:
+        return _parse_mark(_decode(await self._redis.get(self._mark_key(entity, tenant))))
+
+    async def read_side(self, entity: str, tenant: str, planned: Side, now: float) -> Side:
+        """Where a read should go (one MGET: the pin and both watermarks).
+
+        On a Redis failure: legacy, the side that cannot be behind a canary write (legacy
+        takes every write until ``new``)."""
+        keys = (
+            self._mark_key(entity, tenant),
+            self._watermark_key(entity, "forward"),
+            self._watermark_key(entity, "reverse"),
+        )
+        try:
+            raw_mark, forward, reverse = (_decode(v) for v in await self._redis.mget(keys))
+        except Exception:  # redis raises many kinds; all mean "cannot tell"
+            return "legacy"
+        mark = _parse_mark(raw_mark)
+        if mark is None:
+            return planned
+        raw_watermark = forward if direction_toward(mark.side) == "forward" else reverse
+        try:
+            watermark = float(raw_watermark) if raw_watermark else None
+        except ValueError:
+            watermark = None
+        return choose_read_side(
+            planned,
+            mark,
+            watermark,
+            now,
+            pin_seconds=self.pin_seconds,
+            skew_seconds=self.skew_seconds,
+        )
+
+
+def _parse_mark(raw: str | None) -> WriteMark | None:
+    if not raw:
+        return None
+    side, _, at = raw.partition("|")
+    if side not in ("legacy", "new"):
+        return None
+    try:
+        return WriteMark(side, float(at))  # type: ignore[arg-type]
+    except ValueError:
+        return None
