@@ -8,4 +8,4 @@ from __future__ import annotations
 
 __all__ = ["HANDLER_MODULES"]
 
-HANDLER_MODULES: tuple[str, ...] = ("proxy.handlers.connectors",)
+HANDLER_MODULES: tuple[str, ...] = ("proxy.handlers.connectors", "proxy.handlers.workspaces")
