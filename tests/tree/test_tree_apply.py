@@ -1,0 +1,125 @@
+"""Applying changed workspace documents: only the rows that changed are written, vanished
+entries go, stale documents change nothing, and a document of several MB applies."""
+
+from __future__ import annotations
+
+import bson
+from tree_support import (
+    SUBSCRIPTION,
+    WORKSPACES,
+    apply,
+    edited,
+    row_versions,
+    rows_of,
+    with_tenant,
+    workspace_doc,
+)
+
+from migrators.backfill import now_ms
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+
+
+async def test_an_edit_of_one_job_rewrites_that_job_row_and_the_workspace_row_only(pg, ctx):
+    await with_tenant(pg)
+    document = workspace_doc(folders=3, jobs=3, workflows=3)
+    first = await apply(pg, ctx, [document])
+    assert first.written == 1 + 3 + 9 + 27 + 27  # workspace, folders, jobs, deps, entries
+    before = await row_versions(pg, document["workspace_id"])
+    job = document["folders"][1]["jobs"][2]
+
+    def rename(doc):
+        doc["folders"][1]["jobs"][2]["job_name"] = "Renamed job"
+
+    result = await apply(pg, ctx, [edited(document, rename)])
+    after = await row_versions(pg, document["workspace_id"])
+    assert _changed(before, after) == {
+        f"jobs:{job['job_id']}",
+        f"workspaces:{document['workspace_id']}",
+    }
+    assert result.written == 2
+    rebuilt = WORKSPACES.to_document(await rows_of(pg, document["workspace_id"]), ctx)
+    assert rebuilt["folders"][1]["jobs"][2]["job_name"] == "Renamed job"
+
+
+async def test_entries_that_vanish_from_the_document_are_removed_and_the_rest_left_alone(pg, ctx):
+    await with_tenant(pg)
+    document = workspace_doc(folders=2, jobs=2, workflows=2)
+    await apply(pg, ctx, [document])
+    before = await row_versions(pg, document["workspace_id"])
+    gone = document["folders"][0]["jobs"][1]
+
+    def drop_job(doc):
+        del doc["folders"][0]["jobs"][1]
+
+    changed = edited(document, drop_job)
+    await apply(pg, ctx, [changed])
+    after = await row_versions(pg, document["workspace_id"])
+    removed = {k for k in before if k not in after}
+    assert f"jobs:{gone['job_id']}" in removed
+    assert {k.split(":")[0] for k in removed} == {"jobs", "deps", "entries"}
+    assert len(removed) == 1 + 2 + 2
+    # nothing else was rewritten but the workspace row
+    assert _changed({k: v for k, v in before.items() if k in after}, after) == {
+        f"workspaces:{document['workspace_id']}"
+    }
+    rows = await rows_of(pg, document["workspace_id"])
+    assert WORKSPACES.to_document(rows, ctx) == changed
+
+
+async def test_a_stale_or_repeated_document_changes_no_row(pg, ctx):
+    await with_tenant(pg)
+    document = workspace_doc()
+    version = now_ms()
+    await apply(pg, ctx, [document], version=version)
+
+    def rename(doc):
+        doc["folders"][0]["folder_name"] = "Renamed"
+
+    newer = edited(document, rename)
+    await apply(pg, ctx, [newer], version=version + 10)
+    before = await row_versions(pg, document["workspace_id"])
+    stale = await apply(pg, ctx, [document], version=version + 5)
+    repeated = await apply(pg, ctx, [newer], version=version + 10)
+    assert (stale.written, repeated.written) == (0, 0)
+    assert await row_versions(pg, document["workspace_id"]) == before
+    assert WORKSPACES.to_document(await rows_of(pg, document["workspace_id"]), ctx) == newer
+
+
+async def test_a_workspace_of_several_megabytes_applies_and_an_edit_in_it_stays_small(pg, ctx):
+    await with_tenant(pg)
+    document = workspace_doc(n=9, folders=4, jobs=8, workflows=10, filler=3_700)
+    size = len(bson.encode(document))
+    assert 4_500_000 < size < 16_000_000
+    await apply(pg, ctx, [document])
+    rows = await rows_of(pg, document["workspace_id"])
+    assert len(rows["workflow_tree_entries"]) == 320
+    assert WORKSPACES.to_document(rows, ctx) == document
+    before = await row_versions(pg, document["workspace_id"])
+
+    def describe(doc):
+        doc["folders"][3]["jobs"][7]["description"] = "edited in a big tree"
+
+    result = await apply(pg, ctx, [edited(document, describe)])
+    assert result.written == 2
+    assert len(_changed(before, await row_versions(pg, document["workspace_id"]))) == 2
+
+
+async def test_a_workspace_gone_from_mongodb_takes_its_whole_tree_along(pg, ctx):
+    await with_tenant(pg)
+    kept, gone = workspace_doc(n=1), workspace_doc(n=2)
+    await apply(pg, ctx, [kept, gone])
+    result = await apply(pg, ctx, [(gone["workspace_id"], None)])
+    assert result.deleted == 1
+    assert await rows_of(pg, gone["workspace_id"]) == {}
+    left = await pg.fetchval(
+        "SELECT count(*) FROM jobs WHERE workspace_id = $1", gone["workspace_id"]
+    )
+    assert left == 0
+    assert await pg.fetchval("SELECT count(*) FROM workflow_tree_entries") == 8
+    assert (
+        await pg.fetchval("SELECT count(*) FROM folders WHERE subscription_id = $1", SUBSCRIPTION)
+        == 2
+    )
