@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from bson import json_util
+from bson import ObjectId, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from migrators.spec import Document, EntitySpec, MappingContext
@@ -40,6 +40,7 @@ __all__ = [
     "BackfillPosition",
     "BackfillSummary",
     "backfill_entity",
+    "legacy_id_filter",
     "legacy_id_of",
     "now_ms",
 ]
@@ -65,11 +66,25 @@ def now_ms() -> int:
 
 def legacy_id_of(spec: EntitySpec, document: Document) -> str:
     """The document's legacy id, or, when it has none, a stable stand-in from its ``_id``
-    (so that its quarantine entry is found again by the next run)."""
+    (so that its quarantine entry is found again by the next run).
+
+    Collections whose documents have no id of their own (``id_field == "_id"``, e.g.
+    ``workflow_versions``) are keyed by the ObjectId's hex string, the form change events
+    and the sweep give it too (``str(_id)``)."""
     value = document.get(spec.id_field)
     if isinstance(value, str) and value.strip():
         return value
+    if spec.id_field == "_id" and isinstance(value, ObjectId):
+        return str(value)
     return "_id:" + json_util.dumps(document.get("_id"), json_options=CANONICAL_JSON_OPTIONS)
+
+
+def legacy_id_filter(spec: EntitySpec, legacy_ids: list[str]) -> dict[str, Any]:
+    """The query that finds documents by the legacy ids :func:`legacy_id_of` gave them."""
+    if spec.id_field != "_id":
+        return {spec.id_field: {"$in": legacy_ids}}
+    keys: list[Any] = [ObjectId(i) if ObjectId.is_valid(i) else i for i in legacy_ids]
+    return {"_id": {"$in": keys}}
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import asyncpg
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from migrators.backfill import legacy_id_of, now_ms
+from migrators.backfill import legacy_id_filter, legacy_id_of, now_ms
 from migrators.crypto import SecretError
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
@@ -288,7 +288,7 @@ async def _repair(
     wanted = {d.legacy_id for d in differences}
     version = now_ms()
     found: dict[str, Document] = {}
-    async for document in db[spec.collection].find({spec.id_field: {"$in": sorted(wanted)}}):
+    async for document in db[spec.collection].find(legacy_id_filter(spec, sorted(wanted))):
         found[legacy_id_of(spec, document)] = document
     items = [SourceItem(i, found.get(i), version) for i in sorted(wanted)]
     return await write_batch(conn, spec, items, ctx=ctx, source="verify")

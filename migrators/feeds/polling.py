@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 
+from migrators.backfill import legacy_id_filter, legacy_id_of
 from migrators.feeds import FeedBatch, FeedEvent, ObservationClock
 from migrators.feeds.sweep import Sweeper
 from migrators.spec import Document, EntitySpec
@@ -107,8 +108,8 @@ class PollingFeed:
         found: dict[str, Document] = {}
         for start in range(0, len(ids), _READ_CHUNK):
             chunk = ids[start : start + _READ_CHUNK]
-            async for document in self._collection.find({self._spec.id_field: {"$in": chunk}}):
-                found[str(document[self._spec.id_field])] = document
+            async for document in self._collection.find(legacy_id_filter(self._spec, chunk)):
+                found[legacy_id_of(self._spec, document)] = document
         return found
 
     async def next_batch(self, max_events: int) -> FeedBatch | None:
