@@ -266,7 +266,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     flags = subparsers.add_parser(
         "flags",
         help="show and change the routing flag table, with gates and a fenced switch",
-        description="Each entity's routing mode (legacy, shadow, canary N%%, new) lives in "
+        description="Each entity's routing mode (legacy, shadow, canary N%, new) lives in "
         "routing_rules.yaml, which every proxy hot-reloads. 'plan' shows a change and its "
         "gates; 'set' applies it when the gates pass (or --force), fencing writes across a "
         "switch of the source of truth, and logs it in routing_flag_changes.",
