@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import redis.asyncio as aioredis
 from new_side_support import (
     CONNECTORS,
@@ -30,6 +31,7 @@ from migrators.cli_flags import run_set
 from migrators.crypto import SecretBox
 from migrators.feeds.polling import PollingFeed
 from migrators.feeds.sweep import Sweeper
+from migrators.flags import SwitchFailed, SwitchSteps, plan_change, read_flags, switch_with_fence
 from migrators.origin import strip_origin
 from migrators.reverse import apply_pending
 from migrators.sync import SyncOptions, SyncWorker
@@ -253,3 +255,50 @@ async def pg_state(pool: asyncpg.Pool, tenant: Tenant) -> dict[str, Any]:
         )
         for row in rows
     }
+
+
+async def test_a_switch_that_cannot_drain_changes_nothing_and_lifts_its_fence(
+    tmp_path: Path, migrated_database_url: str
+) -> None:
+    rules = tmp_path / "routing_rules.yaml"
+    shutil.copy(REPO_RULES, rules)
+    before = rules.read_bytes()
+    pool = await asyncpg.create_pool(migrated_database_url, min_size=1, max_size=2)
+    db = open_database(f"memory://stuck-{uuid.uuid4().hex}")
+    app = create_app(db, jwt_secret=SECRET, run_step_seconds=0.01, password_rounds=4)
+    async with served(app) as legacy_url:
+        config = ProxyConfig(legacy_url=legacy_url, rules_path=str(rules), host="127.0.0.1",
+                             port=0, admin_port=0, watch_interval=0.1)  # fmt: skip
+        proxy = ProxyInstance(config, SECRET, build_registry(pool, [0.0]), CountingDropSink())
+        await proxy.start()
+        try:
+            change = plan_change(read_flags(str(rules)), "connectors", "new", None)
+            fenced_during: list[dict[str, float]] = []
+
+            async def never_drained(fenced_at: float) -> tuple[bool, str]:
+                async with httpx.AsyncClient() as client:
+                    status = await client.get(f"{proxy.admin_url}/admin/status")
+                fenced_during.append(status.json()["admin_fences"])
+                return False, "3 touched ids waiting"
+
+            steps = SwitchSteps(
+                admin_urls=[proxy.admin_url],
+                drained=never_drained,
+                settle_seconds=0.05,
+                drain_timeout=0.3,
+                poll_seconds=0.05,
+            )
+
+            def flip() -> str:
+                raise AssertionError("must not flip before the sync drained")
+
+            with pytest.raises(SwitchFailed, match=r"did not drain.*3 touched ids waiting"):
+                await switch_with_fence(change, flip, steps)
+            assert fenced_during and all("connectors" in f for f in fenced_during)
+            async with httpx.AsyncClient() as client:
+                status = (await client.get(f"{proxy.admin_url}/admin/status")).json()
+            assert status["admin_fences"] == {}
+            assert rules.read_bytes() == before
+        finally:
+            await proxy.stop()
+    await pool.close()
