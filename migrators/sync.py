@@ -58,7 +58,14 @@ log = logging.getLogger("migrators.sync")
 # SQLSTATEs that mean "try the same thing again": serialization failure, deadlock,
 # lock not available, statement cancelled (e.g. by a timeout).
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
-_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# The connection cannot be used any more: end the leadership term and reconnect.
+# InternalClientError: a query was interrupted (e.g. by a cancellation) mid-protocol.
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions._base.InternalClientError,
+)
 
 # A feed for one leadership term; it may use the leader's connection (the sweep does).
 FeedFactory = Callable[[asyncpg.Connection], Feed]
@@ -159,14 +166,19 @@ class SyncWorker:
                 conn = await self._connect()
                 if await self._term(conn, once=once):
                     return
-            except ServiceUnavailable as exc:
-                if once:
-                    raise
+            except Exception as exc:
+                # A cancellation that surfaced as another error (asyncpg raises its own when
+                # a rollback meets a query the cancellation interrupted) is a cancellation.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
+                if isinstance(exc, _CONNECTION_ERRORS):
+                    lost = ServiceUnavailable("DATABASE_URL", "PostgreSQL", str(exc) or repr(exc))
+                    lost.__cause__ = exc
+                    exc = lost
+                if once or not isinstance(exc, ServiceUnavailable):
+                    raise exc
                 log.warning("%s sync: %s; reconnecting", self.spec.name, exc)
-            except _CONNECTION_ERRORS as exc:
-                if once:
-                    raise ServiceUnavailable("DATABASE_URL", "PostgreSQL", str(exc)) from exc
-                log.warning("%s sync: lost PostgreSQL (%s); reconnecting", self.spec.name, exc)
             finally:
                 self._stand_down()
                 if conn is not None:
