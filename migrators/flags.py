@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import httpx
 import yaml
 
+from proxy.errors import AdminUnreachable
 from proxy.fence_client import lift_fence, set_fence
 from proxy.rules import MODES, RulesFile, parse_rules
 from strangler.errors import DataError, PermanentError, RetryableError
@@ -379,10 +380,13 @@ async def switch_with_fence(change: Change, flip: Callable[[], str], steps: Swit
     async def keep_fenced() -> None:
         while True:
             await asyncio.sleep(steps.fence_seconds / 3)
-            await set_fence(steps.admin_urls, entity, steps.fence_seconds)
+            try:
+                await set_fence(steps.admin_urls, entity, steps.fence_seconds)
+            except AdminUnreachable as exc:  # the fence set before still runs for a while
+                steps.say(f"could not renew the fence: {exc}")
 
     keeper = asyncio.create_task(keep_fenced())
-    flipped = False
+    flipped = served = False
     try:
         fenced_at = time.time()
         await asyncio.sleep(steps.settle_seconds)
@@ -402,11 +406,14 @@ async def switch_with_fence(change: Change, flip: Callable[[], str], steps: Swit
         flipped = True
         steps.say(f"flag flipped: {change.describe()} (table {expected})")
         await wait_for_table_hash(steps.admin_urls, expected, steps.hash_timeout)
+        served = True
         steps.say("every proxy serves the new table")
     finally:
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
-        if not flipped or steps.events[-1] == "every proxy serves the new table":
+        # Flipped but not served everywhere: keep the fence, or a proxy still holding the
+        # old table would take writes on the old side.
+        if not flipped or served:
             await lift_fence(steps.admin_urls, entity)
             steps.say(f"fence lifted on {entity}")
 
