@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from migrators.crypto import SecretBox
 from migrators.flags import (
@@ -42,7 +42,7 @@ from shadow_compare.report import Gates, build_report
 from shadow_compare.store import ResultStore
 from strangler.cli import run_async
 from strangler.config import Settings, load_settings
-from strangler.errors import DataError
+from strangler.errors import DataError, ServiceUnavailable
 
 __all__ = ["LiveProbes", "drain_check", "register", "run_plan", "run_set", "show_lines"]
 
@@ -110,8 +110,10 @@ async def touched_backlog(redis: aioredis.Redis, entity: str) -> int:
     """Touched ids not yet applied: delivered but unacknowledged, plus never delivered."""
     try:
         groups = await redis.xinfo_groups(stream_key(entity))
-    except RedisError:
+    except ResponseError:
         return 0  # no stream yet: nothing was ever touched
+    except RedisError as exc:
+        raise ServiceUnavailable("REDIS_URL", "Redis", type(exc).__name__) from exc
     for group in groups:
         name = group.get("name")
         if (name.decode() if isinstance(name, bytes) else name) == CONSUMER_GROUP:

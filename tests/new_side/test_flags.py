@@ -222,3 +222,28 @@ async def record_comparisons(conn: asyncpg.Connection, *, equal: int, regression
                 kind,
                 count,
             )
+
+
+async def test_the_touched_backlog_counts_what_the_forward_sync_has_not_applied(
+    redis_url: str,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from migrators.cli_flags import touched_backlog
+    from migrators.touched import TouchedReader, record_touched, stream_key
+
+    entity = f"probe{uuid.uuid4().hex[:8]}"
+    client = aioredis.from_url(redis_url)
+    try:
+        assert await touched_backlog(client, entity) == 0  # nothing ever touched
+        await record_touched(client, entity, ["cn_000000000001", "cn_000000000002"])
+        assert await touched_backlog(client, entity) == 2  # no worker has read them
+        reader = TouchedReader(client, entity)
+        await reader.ensure_group()
+        taken = await reader.read(1, 10)
+        assert await touched_backlog(client, entity) == 2  # one taken but not applied
+        await reader.acknowledge([entry.entry_id for entry in taken])
+        assert await touched_backlog(client, entity) == 1
+    finally:
+        await client.delete(stream_key(entity))
+        await client.aclose()
