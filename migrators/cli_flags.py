@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
@@ -36,6 +37,7 @@ from migrators.stores import legacy_database
 from migrators.sync_status import sync_status
 from migrators.touched import CONSUMER_GROUP, stream_key
 from migrators.verify import verify_entity
+from proxy.errors import AdminUnreachable
 from schema.connect import connect
 from shadow_compare.endpoints import load_entity_endpoints
 from shadow_compare.report import Gates, build_report
@@ -44,7 +46,15 @@ from strangler.cli import run_async
 from strangler.config import Settings, load_settings
 from strangler.errors import DataError, ServiceUnavailable
 
-__all__ = ["LiveProbes", "drain_check", "register", "run_plan", "run_set", "show_lines"]
+__all__ = [
+    "LiveProbes",
+    "drain_check",
+    "proxy_fences",
+    "register",
+    "run_plan",
+    "run_set",
+    "show_lines",
+]
 
 
 class LiveProbes:
@@ -164,14 +174,30 @@ def _read(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")  # a few KB: fine on the event loop
 
 
-def show_lines(rules_path: str) -> list[str]:
+def show_lines(rules_path: str, admin_fences: dict[str, list[str]] | None = None) -> list[str]:
+    """The table; ``admin_fences``: entity -> the proxies fencing it now (from their status)."""
     flags = read_flags(rules_path)
     lines = [f"{'entity':<12} {'mode':<8} {'percent':>7} {'sample':>6}  fence"]
     for row in flags.values():
         percent = f"{row.percent:g}%" if row.mode == "canary" else "-"
-        fence = "fenced (rules file)" if row.fenced else "-"
+        fences = (["rules file"] if row.fenced else []) + (admin_fences or {}).get(row.entity, [])
+        fence = "fenced by " + ", ".join(fences) if fences else "-"
         lines.append(f"{row.entity:<12} {row.mode:<8} {percent:>7} {row.sample_rate:>6g}  {fence}")
     return lines
+
+
+async def proxy_fences(admin_urls: list[str]) -> dict[str, list[str]]:
+    """Which proxies hold an admin fence on which entity, from their /admin/status."""
+    fenced: dict[str, list[str]] = {}
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        for url in admin_urls:
+            try:
+                status = (await client.get(f"{url.rstrip('/')}/admin/status")).json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise AdminUnreachable([(url, type(exc).__name__)]) from exc
+            for entity, left in status.get("admin_fences", {}).items():
+                fenced.setdefault(entity, []).append(f"{url} ({left:.0f} s left)")
+    return fenced
 
 
 def _config(args: argparse.Namespace) -> GateConfig:
@@ -276,6 +302,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sub = flags.add_subparsers(dest="flags_command", metavar="COMMAND", required=True)
     show = sub.add_parser("show", help="the flag table", description="Print the flag table.")
     show.add_argument("--rules", default="routing_rules.yaml", help="the flag table file")
+    show.add_argument(
+        "--proxy-admin",
+        action="append",
+        metavar="URL",
+        help="also show the write fences these proxies hold now (repeatable)",
+    )
     show.set_defaults(handler=_show)
     for name, text in (
         ("plan", "show a change of an entity's mode and evaluate its gates (changes nothing)"),
@@ -307,7 +339,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _show(args: argparse.Namespace) -> int:
-    for line in show_lines(args.rules):
+    fences = run_async(proxy_fences(args.proxy_admin)) if args.proxy_admin else None
+    for line in show_lines(args.rules, fences):
         print(line)
     return 0
 

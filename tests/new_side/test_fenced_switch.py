@@ -27,7 +27,7 @@ from new_side_support import (
 from test_flags import set_args, settings_for
 
 from legacy_emulator.app import create_app
-from migrators.cli_flags import run_set
+from migrators.cli_flags import proxy_fences, run_set, show_lines
 from migrators.crypto import SecretBox
 from migrators.feeds.polling import PollingFeed
 from migrators.feeds.sweep import Sweeper
@@ -274,11 +274,13 @@ async def test_a_switch_that_cannot_drain_changes_nothing_and_lifts_its_fence(
         try:
             change = plan_change(read_flags(str(rules)), "connectors", "new", None)
             fenced_during: list[dict[str, float]] = []
+            shown: list[str] = []
 
             async def never_drained(fenced_at: float) -> tuple[bool, str]:
                 async with httpx.AsyncClient() as client:
                     status = await client.get(f"{proxy.admin_url}/admin/status")
                 fenced_during.append(status.json()["admin_fences"])
+                shown.extend(show_lines(str(rules), await proxy_fences([proxy.admin_url])))
                 return False, "3 touched ids waiting"
 
             steps = SwitchSteps(
@@ -295,6 +297,9 @@ async def test_a_switch_that_cannot_drain_changes_nothing_and_lifts_its_fence(
             with pytest.raises(SwitchFailed, match=r"did not drain.*3 touched ids waiting"):
                 await switch_with_fence(change, flip, steps)
             assert fenced_during and all("connectors" in f for f in fenced_during)
+            connectors_lines = [line for line in shown if line.startswith("connectors")]
+            assert connectors_lines
+            assert all(f"fenced by {proxy.admin_url}" in line for line in connectors_lines)
             async with httpx.AsyncClient() as client:
                 status = (await client.get(f"{proxy.admin_url}/admin/status")).json()
             assert status["admin_fences"] == {}
