@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "migrators.cli_dlq",
     "migrators.cli_flags",
     "migrators.cli_rehearse",
+    "migrators.cli_reverse",
 )
 
 
