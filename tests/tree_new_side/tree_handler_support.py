@@ -38,6 +38,8 @@ from strangler.mongo import Database, open_database
 from strangler.tokens import mint_token
 
 SECRET = "tree-new-side-test-secret-0123456789abcdef"
+# What both sides record in the audit entry: the client as the proxy saw it.
+CLIENT_HEADERS = {"x-forwarded-for": "203.0.113.9", "user-agent": "tree-client/1.0"}
 NOW = datetime(2026, 3, 1, 12, 30, 45, 123000, tzinfo=UTC)
 RULES = load_rules(Path(__file__).resolve().parents[2] / "shadow_rules.yaml").for_entity(
     "workspaces"
@@ -75,7 +77,7 @@ class IdSequence:
 def recorded(
     method: str, path: str, tenant: Tenant | None, params: dict[str, Any], body: Any
 ) -> RecordedRequest:
-    headers: list[tuple[str, str]] = [("x-forwarded-for", "203.0.113.9")]
+    headers: list[tuple[str, str]] = list(CLIENT_HEADERS.items())
     if tenant is not None:
         headers.append(("authorization", tenant.authorization))
     raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
@@ -109,7 +111,9 @@ class Sides:
         self, method: str, path: str, tenant: Tenant | None, params: dict[str, Any] | None = None,
         body: Any = None,
     ) -> RecordedResponse:  # fmt: skip
-        headers = {} if tenant is None else {"authorization": tenant.authorization}
+        headers = dict(CLIENT_HEADERS)
+        if tenant is not None:
+            headers["authorization"] = tenant.authorization
         content = body if isinstance(body, bytes) else (None if body is None else json.dumps(body))
         response = await self.legacy.request(
             method, path, params=params or {}, content=content, headers=headers
@@ -210,3 +214,14 @@ async def open_sides(pool: asyncpg.Pool) -> AsyncIterator[Sides]:
 async def sides(pool: asyncpg.Pool, same_ids: None) -> AsyncIterator[Sides]:
     async for built in open_sides(pool):
         yield built
+
+
+@pytest.fixture
+async def fresh_sides(migrated_database_url: str, same_ids: None) -> AsyncIterator[Sides]:
+    """Sides on a database of their own (for tests that read the whole outbox)."""
+    created = await asyncpg.create_pool(migrated_database_url, min_size=1, max_size=4)
+    try:
+        async for built in open_sides(created):
+            yield built
+    finally:
+        await created.close()
