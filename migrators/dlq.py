@@ -78,6 +78,17 @@ class ReplayOutcome:
     detail: str = ""
 
 
+def _storable(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL: shown as U+FFFD (often why the event failed)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
 def _event_json(spec: EntitySpec, ctx: MappingContext, event: FeedEvent) -> str:
     document = event.document
     if document is not None:
@@ -91,11 +102,11 @@ def _event_json(spec: EntitySpec, ctx: MappingContext, event: FeedEvent) -> str:
         "source": dict(event.raw),
         "document": json.loads(json_util.dumps(document, json_options=RELAXED_JSON_OPTIONS)),
     }
-    return json.dumps(body)
+    return json.dumps(_storable(body))
 
 
 def _error_text(error: BaseException) -> str:
-    return (str(error) or type(error).__name__)[:_ERROR_TEXT_LIMIT]
+    return _storable((str(error) or type(error).__name__)[:_ERROR_TEXT_LIMIT])
 
 
 async def record_dead_letters(
@@ -115,7 +126,7 @@ async def record_dead_letters(
         [
             (
                 spec.name,
-                f.event.legacy_id,
+                _storable(f.event.legacy_id),
                 feed,
                 _event_json(spec, ctx, f.event),
                 type(f.error).__name__,

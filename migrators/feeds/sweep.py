@@ -56,6 +56,7 @@ __all__ = [
 
 BOOKKEEPING_COLUMNS = frozenset({"source_version", "synced_at"})
 QUARANTINED = "quarantined"
+RENAMED = "$renamed"
 ABSENT = b"\x00" * 16
 # The same bucket function as bucket_of(), in SQL, over a text expression {0}.
 BUCKET_SQL = "((('x' || substr(md5({0}), 1, 8))::bit(32)::bigint) % {1})"
@@ -194,7 +195,7 @@ class Sweeper:
                 k: (json.loads(v) if k in json_columns and isinstance(v, str) else v)
                 for k, v in record.items()
             }
-            rows[str(row[self._id_column])] = row
+            rows[str(row[self._id_column])] = self._as_mapped(row)
         quarantined = await conn.fetch(
             "SELECT legacy_id FROM migration_quarantine "
             "WHERE entity = $1 AND resolved_at IS NULL AND legacy_id IS NOT NULL",
@@ -206,6 +207,19 @@ class Sweeper:
             if bucket_of(legacy_id, self.buckets) in wanted_set and legacy_id not in rows:
                 rows[legacy_id] = None
         return rows, {a.name for a in attributes}
+
+    def _as_mapped(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Undo what the writer adds on its own: a duplicate name it renamed compares as the
+        name the mapping gave (kept in ``extra["$renamed"]``, see migrators.spec.UniqueName)."""
+        extra = row.get("extra")
+        if not isinstance(extra, dict) or RENAMED not in extra:
+            return row
+        renamed = extra[RENAMED] or {}
+        restored = {**row, "extra": {k: v for k, v in extra.items() if k != RENAMED}}
+        for unique in self._spec.unique_names:
+            if unique.column in renamed:
+                restored[unique.column] = renamed[unique.column]
+        return restored
 
     def _digest(self, row: Mapping[str, Any] | None, columns: Sequence[str]) -> bytes:
         if row is None:

@@ -78,6 +78,15 @@ async def stored_rows(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def unrenamed(row: dict[str, Any]) -> dict[str, Any]:
+    """A row whose duplicate name the writer renamed, with the name the mapping gave."""
+    renamed = row["extra"].get("$renamed")
+    if not renamed:
+        return row
+    extra = {k: v for k, v in row["extra"].items() if k != "$renamed"}
+    return {**row, **renamed, "extra": extra}
+
+
 async def differences(
     conn: asyncpg.Connection, collection: Collection, ctx: MappingContext
 ) -> list[str]:
@@ -95,6 +104,7 @@ async def differences(
         if row is None:
             problems.append(f"{legacy_id}: missing in PostgreSQL")
             continue
+        row = unrenamed(row)
         for column, value in expected.items():
             if column in BOOKKEEPING:
                 continue

@@ -1,0 +1,180 @@
+"""The polling feed: touched ids (at least once) plus the anti-entropy sweep."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from sync_fixtures import (
+    CONNECTORS,
+    connector_doc,
+    connector_id,
+    differences,
+    seed_tenants,
+    stored_rows,
+)
+
+from migrators.feeds import ObservationClock, version_seconds
+from migrators.feeds.polling import PollingFeed
+from migrators.feeds.sweep import BUCKET_SQL, Sweeper, bucket_of, pass_seconds
+from migrators.spec import MappingContext
+from migrators.sync import SyncOptions, SyncWorker
+from migrators.touched import TouchedReader, record_touched, stream_key
+from strangler.mongo import Collection, Database
+
+
+@pytest.fixture
+async def touched_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    client = aioredis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"test:{secrets.token_hex(4)}:"
+    try:
+        yield client, prefix
+    finally:
+        await client.delete(stream_key("connectors", prefix))
+        await client.aclose()
+
+
+async def test_touched_ids_are_redelivered_until_acknowledged(
+    touched_redis: tuple[aioredis.Redis, str],
+) -> None:
+    redis, prefix = touched_redis
+    ids = [connector_id(n) for n in range(3)]
+    assert await record_touched(redis, "connectors", ids, subscription_id="sub_x", prefix=prefix)
+    first = TouchedReader(redis, "connectors", prefix=prefix)
+    await first.ensure_group()
+    taken = await first.read(10, block_ms=10)
+    assert [e.legacy_id for e in taken] == ids
+    assert {e.subscription_id for e in taken} == {"sub_x"}
+    # The reader dies before its transaction commits: the next leader gets the same entries.
+    successor = TouchedReader(redis, "connectors", prefix=prefix)
+    await successor.ensure_group()
+    again = await successor.read(10, block_ms=10)
+    assert [e.entry_id for e in again] == [e.entry_id for e in taken]
+    await successor.acknowledge([e.entry_id for e in again])
+    assert await successor.pending_count() == 0
+    third = TouchedReader(redis, "connectors", prefix=prefix)
+    await third.ensure_group()
+    assert await third.read(10, block_ms=10) == []
+
+
+def test_observation_versions_only_rise() -> None:
+    clock = ObservationClock(floor=0)
+    first = clock.next(1_000.25)
+    assert version_seconds(first) == 1_000
+    assert clock.next(1_000.25) > first  # the same instant twice
+    assert clock.next(999.0) > first  # a clock that stepped back
+    taken_over = ObservationClock(floor=clock.last)  # a new leader with a slower clock
+    assert taken_over.next(500.0) > clock.last
+
+
+def test_staleness_bound_is_a_full_pass() -> None:
+    assert pass_seconds(buckets=64, buckets_per_round=16, interval=5.0) == 20.0
+    assert pass_seconds(buckets=64, buckets_per_round=24, interval=5.0) == 15.0
+
+
+async def test_bucket_function_is_the_same_in_python_and_sql(pg: asyncpg.Connection) -> None:
+    ids = [connector_id(n) for n in range(200)] + ["usr_é", "x"]
+    rows = await pg.fetch(
+        f"SELECT i, {BUCKET_SQL.format('i', 64)} AS b FROM unnest($1::text[]) AS i", ids
+    )
+    assert {r["i"]: r["b"] for r in rows} == {i: bucket_of(i, 64) for i in ids}
+    assert len({bucket_of(i, 64) for i in ids}) > 50  # spread over the buckets
+
+
+def _feed_factory(collection: Collection, ctx: MappingContext, redis: aioredis.Redis, prefix: str):  # type: ignore[no-untyped-def]
+    def make(conn: asyncpg.Connection) -> PollingFeed:
+        sweeper = Sweeper(
+            CONNECTORS, collection, ctx, buckets=8, buckets_per_round=3, id_column="connector_id"
+        )
+        reader = TouchedReader(redis, "connectors", prefix=prefix)
+        return PollingFeed(CONNECTORS, collection, reader, sweeper, conn, block_ms=20)
+
+    return make
+
+
+async def test_touched_writes_and_writes_bypassing_the_proxy_both_arrive(
+    legacy_db: Database,
+    pg: asyncpg.Connection,
+    migrated_database_url: str,
+    ctx: MappingContext,
+    touched_redis: tuple[aioredis.Redis, str],
+) -> None:
+    redis, prefix = touched_redis
+    await seed_tenants(pg)
+    collection = legacy_db["connectors"]
+    make_feed = _feed_factory(collection, ctx, redis, prefix)
+    for n in range(12):
+        await collection.insert_one(connector_doc(n))
+    await record_touched(redis, "connectors", [connector_id(n) for n in range(12)], prefix=prefix)
+    worker = SyncWorker(CONNECTORS, make_feed, migrated_database_url, ctx)
+    await worker.run(once=True)
+    assert await differences(pg, collection, ctx) == []
+    # Writes nobody reported: an edit, a hard delete, a new document, a duplicate name
+    # (renamed by the writer) and a document that can only be quarantined.
+    await collection.update_one({"connector_id": connector_id(1)}, {"$set": {"description": "x"}})
+    await collection.delete_one({"connector_id": connector_id(2)})
+    await collection.insert_one(connector_doc(20))
+    await collection.insert_one({**connector_doc(21), "connector_name": "conn 3"})
+    await collection.insert_one({**connector_doc(22), "subscription_id": None})
+    rerun = SyncWorker(CONNECTORS, make_feed, migrated_database_url, ctx)
+    await rerun.run(once=True)  # one full sweep pass
+    rows = await stored_rows(pg)
+    assert rows[connector_id(1)]["description"] == "x"
+    assert connector_id(2) not in rows
+    assert rows[connector_id(21)]["connector_name"] == f"conn 3 [{connector_id(21)}]"
+    quarantined = await pg.fetchval(
+        "SELECT reason FROM migration_quarantine WHERE legacy_id = $1", connector_id(22)
+    )
+    assert quarantined.startswith("missing_subscription")
+    await collection.delete_one({"connector_id": connector_id(22)})
+    assert await differences(pg, collection, ctx) == []
+    # Converged: a further pass finds nothing to read again, renamed and quarantined included.
+    await collection.insert_one({**connector_doc(22), "subscription_id": None})
+    sweeper = Sweeper(
+        CONNECTORS, collection, ctx, buckets=4, buckets_per_round=4, id_column="connector_id"
+    )
+    assert (await sweeper.run_round(pg, 0)).differing_ids == []
+
+
+async def test_sweep_finds_exactly_the_differing_ids(
+    legacy_db: Database, pg: asyncpg.Connection, migrated_database_url: str, ctx: MappingContext
+) -> None:
+    await seed_tenants(pg)
+    collection = legacy_db["connectors"]
+    for n in range(40):
+        await collection.insert_one(connector_doc(n))
+    sweeper = Sweeper(
+        CONNECTORS, collection, ctx, buckets=16, buckets_per_round=16, id_column="connector_id"
+    )
+    before = await sweeper.run_round(pg, 0)
+    assert sorted(before.differing_ids) == sorted(connector_id(n) for n in range(40))
+    worker = SyncWorker(
+        CONNECTORS,
+        lambda conn: PollingFeed(
+            CONNECTORS, collection, TouchedReader(_NoRedis(), "connectors"), sweeper, conn
+        ),
+        migrated_database_url,
+        ctx,
+        options=SyncOptions(batch_size=7),
+    )
+    await worker.run(once=True)
+    await collection.update_one({"connector_id": connector_id(5)}, {"$set": {"is_active": False}})
+    after = await sweeper.run_round(pg, 0)
+    assert after.differing_ids == [connector_id(5)]
+    assert after.differing_buckets == [bucket_of(connector_id(5), 16)]
+
+
+class _NoRedis:
+    """A touched stream that never has entries: the sweep alone must do the work."""
+
+    async def xgroup_create(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    async def xreadgroup(self, *args: object, **kwargs: object) -> list[object]:
+        return []
+
+    async def xack(self, *args: object) -> int:
+        return 0
