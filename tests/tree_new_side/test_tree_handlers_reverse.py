@@ -139,10 +139,10 @@ async def test_reverse_sync_of_new_side_writes_gives_legacy_documents(
     ):  # fmt: skip
         wanted = await _documents(sides.db, collection, key)
         assert await _documents(behind, collection, key) == wanted, collection
-    key = ("object_type", "action", "object_id")
+    order = ("object_type", "action", "object_id")
 
     async def activity(db: Database) -> list[dict[str, Any]]:
         entries = [_comparable(a) async for a in db["userActivity"].find({})]
-        return sorted(entries, key=lambda a: [str(a[k]) for k in key])
+        return sorted(entries, key=lambda a: [str(a[k]) for k in order])
 
     assert await activity(behind) == await activity(sides.db)
