@@ -323,3 +323,20 @@ def test_invalid_rules_name_the_file_the_place_and_the_fix(
 def test_missing_rules_file_is_a_rules_error(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="cannot be read"):
         load_rules(tmp_path / "nope.yaml")
+
+
+def test_shipped_rules_know_masked_credentials_but_not_other_detail_changes() -> None:
+    compiled = load_rules(REPO / "shadow_rules.yaml").for_entity("connectors")
+    legacy = {"data": {"connection_detail": {"host": "db1", "api_key": "AKIA-plain"}}}
+    masked = {"data": {"connection_detail": {"host": "db1", "api_key": "********"}}}
+    result = compare_responses(
+        respond(legacy), respond(masked), compiled, endpoint="GET /connectors/getConnector"
+    )
+    assert result.kind is Kind.EXPECTED
+    assert [d.verdict for d in result.differences] == [Verdict.EXPECTED]
+
+    moved = {"data": {"connection_detail": {"host": "db2", "api_key": "********"}}}
+    result = compare_responses(
+        respond(legacy), respond(moved), compiled, endpoint="GET /connectors/getConnector"
+    )
+    assert result.kind is Kind.REGRESSION
