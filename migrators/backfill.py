@@ -19,6 +19,7 @@ through the writer's version guard and content comparison, nothing changes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -33,10 +34,12 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.writer import BatchRejected, BatchResult, SourceItem, write_batch
 from schema.tenancy import enter_sync
+from strangler.errors import DataError
 from strangler.mongo import Database
 
 __all__ = [
     "ID_TYPES",
+    "BackfillBusy",
     "BackfillPosition",
     "BackfillSummary",
     "backfill_entity",
@@ -57,6 +60,13 @@ ID_TYPES: tuple[str, ...] = (
     "date",
 )
 DEFAULT_BATCH_SIZE = 1000
+_LOCK = "strangler backfill:"
+
+
+class BackfillBusy(DataError):
+    """Another backfill of the same entity holds its lock."""
+
+
 Progress = Callable[[str], object]
 
 
@@ -229,6 +239,30 @@ async def backfill_entity(
 ) -> BackfillSummary:
     """Backfill one entity, from its checkpoint if a run was interrupted."""
     started = time.perf_counter()
+    lock = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", _LOCK + spec.name)
+    if not lock:
+        raise BackfillBusy(
+            f"another backfill of {spec.name} is running on this database; wait for it to "
+            "finish (or stop it: the next run resumes from its checkpoint)"
+        )
+    try:
+        return await _backfill(db, conn, spec, ctx, batch_size, progress, clock, started)
+    finally:
+        # a connection left mid-statement (a cancelled run) drops its session lock itself
+        with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", _LOCK + spec.name)
+
+
+async def _backfill(
+    db: Database,
+    conn: asyncpg.Connection,
+    spec: EntitySpec,
+    ctx: MappingContext,
+    batch_size: int,
+    progress: Progress | None,
+    clock: Callable[[], int],
+    started: float,
+) -> BackfillSummary:
     collection = db[spec.collection]
     position, resumed = await _start(conn, spec.name)
     summary = BackfillSummary(spec.name, spec.collection, resumed=resumed)

@@ -217,6 +217,12 @@ async def _delete(
         ids,
         versions,
     )
+    await conn.execute(
+        """UPDATE migration_quarantine SET resolved_at = now(), resolution = 'deleted in MongoDB'
+           WHERE entity = $1 AND legacy_id = ANY($2::text[]) AND resolved_at IS NULL""",
+        spec.name,
+        ids,
+    )
     table, column = spec.tables[0], spec.legacy_id_column
     status = await conn.execute(
         f"""DELETE FROM {table} AS t USING unnest($1::text[], $2::bigint[]) AS d (i, v)

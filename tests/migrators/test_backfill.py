@@ -253,3 +253,24 @@ async def test_backfill_cancelled_inside_a_batch_resumes_complete(
         assert await second.fetchval("SELECT count(DISTINCT user_id) FROM users") == 30
     finally:
         await second.close()
+
+
+async def test_a_second_backfill_of_the_same_entity_is_refused_while_one_runs(
+    legacy_db: Database, dirty_seed: SeedSummary, database_url: str, ctx: MappingContext
+) -> None:
+    from migrators.backfill import BackfillBusy
+
+    holder, other = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        await holder.execute(
+            "SELECT pg_advisory_lock(hashtext($1))", "strangler backfill:subscriptions"
+        )
+        with pytest.raises(BackfillBusy, match="another backfill of subscriptions"):
+            await backfill_entity(legacy_db, other, ACCOUNTS, ctx)
+        await holder.execute(
+            "SELECT pg_advisory_unlock(hashtext($1))", "strangler backfill:subscriptions"
+        )
+        assert (await backfill_entity(legacy_db, other, ACCOUNTS, ctx)).result.written == 3
+    finally:
+        await holder.close()
+        await other.close()
