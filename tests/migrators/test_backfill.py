@@ -6,6 +6,7 @@ import asyncio
 import base64
 import datetime as dt
 import io
+import json
 from collections import Counter
 from typing import Any
 
@@ -36,6 +37,34 @@ async def _all(db: Database, collection: str) -> list[dict[str, Any]]:
     return [d async for d in db[collection].find({})]
 
 
+_DATETIMES = ("created_at", "updated_at", "last_tested_at", "last_login_at")
+_OPTIONAL = {
+    "Accounts": ("plan_type",),
+    "users": ("photo_url", "user_utc_offset", "last_login_at", "full_name", "updated_at"),
+    "connectors": ("description", "last_tested_at", "test_status", "updated_at"),
+}
+_KNOWN_EXTRA = {"__v", "migratedFrom", "tmp_fix_2023", "legacyNotes", "isSample"}
+
+
+def _dirt_found(collection: str, documents: list[dict[str, Any]]) -> Counter[str]:
+    """The field-level dirt kinds visible in these documents (the generator counts its
+    injections across all collections; this tells which reached these three)."""
+    found: Counter[str] = Counter()
+    for d in documents:
+        for name in _DATETIMES:
+            value = d.get(name)
+            found["datetime_as_string"] += isinstance(value, str)
+            found["datetime_as_epoch_ms"] += isinstance(value, int)
+        found["optional_field_missing"] += any(f not in d for f in _OPTIONAL[collection])
+        found["optional_field_null"] += any(f in d and d[f] is None for f in _OPTIONAL[collection])
+        found["unknown_field"] += bool(_KNOWN_EXTRA & set(d))
+        if collection == "connectors":
+            found["d_flag_missing"] += "d_flag" not in d
+            found["d_flag_as_string"] += isinstance(d.get("d_flag"), str)
+            found["number_as_string"] += isinstance(d["connection_detail"].get("port"), str)
+    return +found
+
+
 async def _plant_unmappable(db: Database) -> None:
     no_id = {"connector_name": "no id", "connection_detail": {"password": "PLANTED-pw-1"}}
     orphan = {
@@ -54,6 +83,11 @@ async def test_dirty_seed_every_document_migrated_or_quarantined_no_password_lea
     clean_pg: asyncpg.Connection,
 ) -> None:
     assert DIRT_OF_THESE_COLLECTIONS <= {k for k, n in dirty_seed.dirt.items() if n}
+    found: Counter[str] = Counter()
+    for collection in ("Accounts", "users", "connectors"):
+        found += _dirt_found(collection, await _all(legacy_db, collection))
+    structural = {"duplicate_connector_name", "dangling_created_by"}  # checked below
+    assert set(found) == DIRT_OF_THESE_COLLECTIONS - structural
     await _plant_unmappable(legacy_db)
     out = io.StringIO()
     summaries = await run_backfill(clean_settings, "all", 7, out=out)
@@ -92,6 +126,8 @@ async def test_dirty_seed_every_document_migrated_or_quarantined_no_password_lea
     rows = {r["connector_id"]: r for r in await clean_pg.fetch("SELECT * FROM connectors")}
     for document in has_owner:
         row = rows[document["connector_id"]]
+        extra = json.loads(row["extra"])
+        assert {k for k in document if k in _KNOWN_EXTRA} == set(extra) - {"$renamed"}
         assert row["is_deleted"] is is_deleted(document.get("d_flag"))
         port = document["connection_detail"].get("port")
         assert row["connection_detail"].find(f'"port": {port!r}'.replace("'", '"')) >= 0
