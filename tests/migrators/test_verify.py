@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import asyncpg
+import pytest
 
 from legacy_emulator.generator import SeedSummary
 from migrators.cli_backfill import run_backfill
@@ -80,3 +81,13 @@ async def test_rows_younger_than_min_age_are_skipped_not_reported(
     assert young[0].clean and young[0].skipped_young == young[0].postgres_count
     old = await run_verify(clean_settings, "subscriptions", out=io.StringIO())
     assert not old[0].clean
+
+
+async def test_commands_on_a_database_without_the_schema_say_what_to_run(
+    empty_database_url: str, mongo_url: str
+) -> None:
+    from migrators.stores import SchemaNotReady
+
+    settings = Settings(mongo_url=mongo_url, database_url=empty_database_url)
+    with pytest.raises(SchemaNotReady, match="run 'strangler schema upgrade' first"):
+        await run_verify(settings, "all", out=io.StringIO())
