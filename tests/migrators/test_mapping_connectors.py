@@ -69,7 +69,7 @@ def rows_of(document: dict[str, Any], ctx: MappingContext = CTX) -> Mapped:
     return outcome
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(connector_documents)
 def test_document_rows_document_is_the_normalized_document(document: dict[str, Any]) -> None:
     assert SPEC.to_document and SPEC.normalize

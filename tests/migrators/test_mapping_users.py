@@ -52,7 +52,7 @@ account_documents = st.builds(
 )
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(user_documents)
 def test_user_round_trip_is_the_normalized_document(document: dict[str, Any]) -> None:
     outcome = USERS.map_document(document, CTX)
@@ -61,7 +61,7 @@ def test_user_round_trip_is_the_normalized_document(document: dict[str, Any]) ->
     assert USERS.to_document(outcome.rows, CTX) == USERS.normalize(document)
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(account_documents)
 def test_account_round_trip_is_the_normalized_document(document: dict[str, Any]) -> None:
     outcome = ACCOUNTS.map_document(document, CTX)

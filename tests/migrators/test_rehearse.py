@@ -34,7 +34,5 @@ async def test_rehearsal_of_a_dirty_export_reports_every_collection(
     assert connectors.result.written == total - 1
     assert "missing_id: 1" in text and "e.g. _id:" in text and "********" in text
     assert "reported dangling_created_by" in text and "reported renamed_duplicate" in text
-    passwords = [
-        d["connection_detail"]["password"] async for d in legacy_db["connectors"].find({})
-    ]
+    passwords = [d["connection_detail"]["password"] async for d in legacy_db["connectors"].find({})]
     assert not any(p in text for p in passwords)
