@@ -95,12 +95,15 @@ class TreeNodeHandlers:
     async def get_all_workspaces(self, call: Call) -> RecordedResponse:
         page = call.page()
         async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
-            total = await conn.fetchval("SELECT count(*) FROM workspaces WHERE NOT is_deleted")
             rows = await conn.fetch(
-                f"SELECT {store.WORKSPACE_COLUMNS} FROM workspaces WHERE NOT is_deleted "
+                f"SELECT {store.WORKSPACE_COLUMNS}, {store.LISTED_TOTAL} FROM workspaces "
+                "WHERE NOT is_deleted "
                 "ORDER BY created_at DESC NULLS LAST, workspace_id LIMIT $1 OFFSET $2",
                 page.per_page,
                 page.skip,
+            )
+            total = await store.listed_total(
+                conn, rows, page.skip, "SELECT count(*) FROM workspaces WHERE NOT is_deleted"
             )
         items = [render_row(row, WORKSPACE) for row in rows]
         return listed("Workspaces fetched successfully", items, total)

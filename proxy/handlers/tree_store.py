@@ -25,9 +25,17 @@ from proxy.handlers._pg import ApiError, Call, record_outbox
 
 __all__ = [
     "DOCUMENT_ENTITIES",
+    "FOLDER_COLUMNS",
+    "JOB_COLUMNS",
+    "LISTED_TOTAL",
+    "VISIBLE_WORKFLOW",
     "WORKFLOW_COLUMNS",
+    "WORKSPACE_COLUMNS",
     "cascade_delete",
     "drop_dependencies",
+    "fetch_tree",
+    "job_dependencies",
+    "listed_total",
     "load_folder",
     "load_job",
     "load_workflow",
@@ -76,6 +84,24 @@ VISIBLE_WORKFLOW = """
                     WHERE j.job_id = w.job_id AND j.workspace_id = w.workspace_id
                       AND (j.is_deleted OR coalesce(jf.is_deleted, false)))
 """
+
+
+# Added to a page's select list: the count of every matching row rides on the page's rows,
+# so a list costs one query; only a page past the end needs the count on its own.
+LISTED_TOTAL = "count(*) OVER () AS listed_total"
+
+
+async def listed_total(
+    conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], skip: int, count_sql: str,
+    *args: Any,
+) -> int:  # fmt: skip
+    if rows:
+        total: int = rows[0]["listed_total"]
+        return total
+    if skip == 0:
+        return 0
+    counted: int = await conn.fetchval(count_sql, *args)
+    return counted
 
 
 def _name_of(column: str) -> str:

@@ -143,17 +143,19 @@ class WorkflowHandlers:
                 where = "($1::text IS NULL) AND NOT w.is_deleted"
             where += " AND ($2::text IS NULL OR w.job_id = $2)"
             page = call.page()
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM workflows w WHERE {where}", workspace_id, job_id
-            )
             rows = await conn.fetch(
-                f"SELECT {store.WORKFLOW_COLUMNS} FROM workflows w WHERE {where} "
+                f"SELECT {store.WORKFLOW_COLUMNS}, {store.LISTED_TOTAL} FROM workflows w "
+                f"WHERE {where} "
                 "ORDER BY w.created_at DESC NULLS LAST, w.workflow_id LIMIT $3 OFFSET $4",
                 workspace_id,
                 job_id,
                 page.per_page,
                 page.skip,
             )
+            total = await store.listed_total(
+                conn, rows, page.skip, f"SELECT count(*) FROM workflows w WHERE {where}",
+                workspace_id, job_id,
+            )  # fmt: skip
         items = [render_row(row, WORKFLOW_LISTED) for row in rows]
         return listed("Workflows fetched successfully", items, total)
 
@@ -162,18 +164,20 @@ class WorkflowHandlers:
         async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
             await store.load_workflow(conn, workflow_id)
             page = call.page()
-            total = await conn.fetchval(
-                "SELECT count(*) FROM workflow_versions WHERE workflow_id = $1", workflow_id
-            )
             rows = await conn.fetch(
                 "SELECT workflow_id, version_number, change_type, comment, workflow_snapshot, "
-                "created_by, created_at, extra FROM workflow_versions WHERE workflow_id = $1 "
+                f"created_by, created_at, extra, {store.LISTED_TOTAL} "
+                "FROM workflow_versions WHERE workflow_id = $1 "
                 "ORDER BY created_at DESC NULLS LAST, version_number DESC, version_id "
                 "LIMIT $2 OFFSET $3",
                 workflow_id,
                 page.per_page,
                 page.skip,
             )
+            total = await store.listed_total(
+                conn, rows, page.skip,
+                "SELECT count(*) FROM workflow_versions WHERE workflow_id = $1", workflow_id,
+            )  # fmt: skip
         return listed("Versions fetched successfully", [render_version(r) for r in rows], total)
 
     # --- writes ----------------------------------------------------------------------------
