@@ -66,6 +66,10 @@ class ChildTable:
     root: str = ""
     key: tuple[str, ...] = ("id",)  # the conflict target
     versioned: bool = True  # has source_version and synced_at
+    # Columns under a unique index (folder names in a workspace, ...): PostgreSQL checks
+    # them row by row within a statement, so names swapped or handed from one row to
+    # another in one document would clash half-way; changed rows let go of them first.
+    unique_columns: tuple[str, ...] = ()
 
     @property
     def root_sql(self) -> str:
@@ -132,11 +136,19 @@ async def _upsert(
         return 0
     listed = ", ".join(columns)
     compared = [c for c in columns if c not in child.key]
+    left = ", ".join(f"t.{c}" for c in compared) or "NULL"
+    if child.unique_columns:
+        same = " AND ".join(f"s.{c} = t.{c}" for c in child.key)
+        released = ", ".join(f"{c} = NULL" for c in child.unique_columns)
+        staged = ", ".join(f"s.{c}" for c in compared) or "NULL"
+        await conn.execute(
+            f"""UPDATE {child.table} AS t SET {released} FROM {stage} AS s
+                WHERE {same} AND ROW({left}, NULL) IS DISTINCT FROM ROW({staged}, NULL)"""
+        )
     bookkeeping = ["source_version", "synced_at"] if child.versioned else ["synced_at"]
     inserted = f"{listed}, {', '.join(bookkeeping)}"
     values = f"{listed}, source_version, now()" if child.versioned else f"{listed}, now()"
     assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*compared, *bookkeeping])
-    left = ", ".join(f"t.{c}" for c in compared) or "NULL"
     right = ", ".join(f"EXCLUDED.{c}" for c in compared) or "NULL"
     status = await conn.execute(
         f"""INSERT INTO {child.table} AS t ({inserted}) SELECT {values} FROM {stage}
@@ -180,8 +192,9 @@ async def apply_children(
         if child.id_column is not None:
             kept[child.table] = {str(r[child.id_column]) for _, r in mine}
         stage, columns = await _stage(conn, child, mine)
-        written += await _upsert(conn, child, stage, columns)
+        # vanished rows first: a new row may take over the name of one that went
         written += await _delete_vanished(conn, child, stage, roots)
+        written += await _upsert(conn, child, stage, columns)
     notes: list[tuple[str, Note]] = []
     check: AfterApply | None = spec.extra.get(AFTER_APPLY)
     if check is not None:

@@ -42,13 +42,19 @@ _TENANT = Reference(
 _CREATOR = Reference("created_by", "users", "user_id", "dangling_created_by")
 
 TREE_CHILDREN: tuple[ChildTable, ...] = (
-    ChildTable("folders", parent_column="workspace_id", id_column="folder_id"),
+    ChildTable(
+        "folders",
+        parent_column="workspace_id",
+        id_column="folder_id",
+        unique_columns=("folder_name",),
+    ),
     ChildTable(
         "jobs",
         parent_column="folder_id",
         parent_table="folders",
         id_column="job_id",
         root="t.workspace_id",
+        unique_columns=("job_name",),
     ),
     ChildTable(
         "workflow_dependencies",

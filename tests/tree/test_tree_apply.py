@@ -123,3 +123,21 @@ async def test_a_workspace_gone_from_mongodb_takes_its_whole_tree_along(pg, ctx)
         await pg.fetchval("SELECT count(*) FROM folders WHERE subscription_id = $1", SUBSCRIPTION)
         == 2
     )
+
+
+async def test_names_swapped_or_taken_over_within_one_document_apply(pg, ctx):
+    await with_tenant(pg)
+    document = workspace_doc(folders=3, jobs=2)
+    await apply(pg, ctx, [document])
+
+    def swap_and_replace(doc):
+        first, second, third = doc["folders"]
+        first["folder_name"], second["folder_name"] = second["folder_name"], first["folder_name"]
+        jobs = first["jobs"]
+        jobs[0]["job_name"], jobs[1]["job_name"] = jobs[1]["job_name"], jobs[0]["job_name"]
+        # the third folder goes and a new one takes its name
+        doc["folders"][2] = {**third, "folder_id": "fd_new000000001", "jobs": []}
+
+    changed = edited(document, swap_and_replace)
+    await apply(pg, ctx, [changed])
+    assert WORKSPACES.to_document(await rows_of(pg, document["workspace_id"]), ctx) == changed

@@ -29,8 +29,9 @@ def _comparable(document: dict[str, Any]) -> dict[str, Any]:
 
 async def _edit_through_the_emulator(db: Database, subscription_id: str, user_id: str) -> str:
     """Tree edits of one workspace as legacy makes them; returns the workspace id."""
-    workspace = await db["workspace"].find_one({"subscription_id": subscription_id,
-                                                 "d_flag": False})  # fmt: skip
+    workspace = await db["workspace"].find_one(
+        {"subscription_id": subscription_id, "d_flag": False}
+    )
     workspace_id: str = workspace["workspace_id"]
     headers = {"Authorization": f"Bearer {mint_token(SECRET, user_id, subscription_id)}"}
     transport = httpx.ASGITransport(app=create_app(db, jwt_secret=SECRET))
@@ -43,21 +44,40 @@ async def _edit_through_the_emulator(db: Database, subscription_id: str, user_id
             return data
 
         folder = await call("/workspace/addFolder", workspace_id=workspace_id, folder_name="New")
-        job = await call("/workspace/addJob", workspace_id=workspace_id,
-                         folder_id=folder["folder_id"], job_name="Hourly")  # fmt: skip
-        flow = await call("/workflow/addWorkflow", workspace_id=workspace_id,
-                          folder_id=folder["folder_id"], job_id=job["job_id"],
-                          workflow_name="Copy", workFlowDiagram='{"nodes": [], "edges": []}')  # fmt: skip
-        await call("/workspace/updateJob", workspace_id=workspace_id,
-                   folder_id=folder["folder_id"], job_id=job["job_id"],
-                   workflow_dependency=[flow["workflow_id"]])  # fmt: skip
-        await call("/workflow/updateWorkflow", workflow_id=flow["workflow_id"],
-                   workflow_name="Copy all")  # fmt: skip
+        job = await call(
+            "/workspace/addJob",
+            workspace_id=workspace_id,
+            folder_id=folder["folder_id"],
+            job_name="Hourly",
+        )
+        flow = await call(
+            "/workflow/addWorkflow",
+            workspace_id=workspace_id,
+            folder_id=folder["folder_id"],
+            job_id=job["job_id"],
+            workflow_name="Copy",
+            workFlowDiagram='{"nodes": [], "edges": []}',
+        )
+        await call(
+            "/workspace/updateJob",
+            workspace_id=workspace_id,
+            folder_id=folder["folder_id"],
+            job_id=job["job_id"],
+            workflow_dependency=[flow["workflow_id"]],
+        )
+        await call(
+            "/workflow/updateWorkflow", workflow_id=flow["workflow_id"], workflow_name="Copy all"
+        )
         first = workspace["folders"][0]
-        await call("/workspace/updateFolder", workspace_id=workspace_id,
-                   folder_id=first["folder_id"], description="renamed by the test")  # fmt: skip
-        await call("/workspace/deleteFolder", workspace_id=workspace_id,
-                   folder_id=folder["folder_id"])  # fmt: skip
+        await call(
+            "/workspace/updateFolder",
+            workspace_id=workspace_id,
+            folder_id=first["folder_id"],
+            description="renamed by the test",
+        )
+        await call(
+            "/workspace/deleteFolder", workspace_id=workspace_id, folder_id=folder["folder_id"]
+        )
     return workspace_id
 
 

@@ -52,11 +52,11 @@ async def _poll_once(
     collection = db[spec.collection]
 
     def feed(conn: Any) -> PollingFeed:
-        sweeper = Sweeper(spec, collection, ctx, buckets=4, buckets_per_round=4,
-                          id_column=spec.legacy_id_column)  # fmt: skip
+        sweeper = Sweeper(
+            spec, collection, ctx, buckets=4, buckets_per_round=4, id_column=spec.legacy_id_column
+        )
         reader = _Reader(redis, spec.name, prefix=prefix)
-        return PollingFeed(spec, collection, reader, sweeper, conn, sweep_interval=0.0,
-                           block_ms=10)  # fmt: skip
+        return PollingFeed(spec, collection, reader, sweeper, conn, sweep_interval=0.0, block_ms=10)
 
     worker = SyncWorker(spec, feed, url, ctx, options=OPTIONS)
     await worker.run(once=True)
@@ -86,8 +86,13 @@ async def test_tree_edits_through_the_emulator_reach_the_rows_by_polling(
             return data
 
         folder = await call("/workspace/addFolder", workspace_id=workspace_id, folder_name="Sync")
-        job = await call("/workspace/addJob", workspace_id=workspace_id,
-                         folder_id=folder["folder_id"], job_name="Nightly", environment="prod")  # fmt: skip
+        job = await call(
+            "/workspace/addJob",
+            workspace_id=workspace_id,
+            folder_id=folder["folder_id"],
+            job_name="Nightly",
+            environment="prod",
+        )
         added = [
             await call(
                 "/workflow/addWorkflow",
@@ -96,14 +101,22 @@ async def test_tree_edits_through_the_emulator_reach_the_rows_by_polling(
                 job_id=job["job_id"],
                 workflow_name=f"Load {n}",
                 workFlowDiagram=diagram(3),
-            )  # fmt: skip
+            )
             for n in range(2)
         ]
         order = [w["workflow_id"] for w in reversed(added)]
-        await call("/workspace/updateJob", workspace_id=workspace_id,
-                   folder_id=folder["folder_id"], job_id=job["job_id"], workflow_dependency=order)  # fmt: skip
-        await call("/workflow/updateWorkflow", workflow_id=added[0]["workflow_id"],
-                   workflow_name="Load renamed")  # fmt: skip
+        await call(
+            "/workspace/updateJob",
+            workspace_id=workspace_id,
+            folder_id=folder["folder_id"],
+            job_id=job["job_id"],
+            workflow_dependency=order,
+        )
+        await call(
+            "/workflow/updateWorkflow",
+            workflow_id=added[0]["workflow_id"],
+            workflow_name="Load renamed",
+        )
     redis = aioredis.from_url(redis_url)
     prefix = f"test:{secrets.token_hex(4)}:"
     try:
@@ -123,8 +136,11 @@ async def test_tree_edits_through_the_emulator_reach_the_rows_by_polling(
         report = await verify_entity(legacy_db, pg, spec, ctx)
         assert report.clean, report.lines()
     rows = await rows_of(pg, workspace_id)
-    assert [d["workflow_id"] for d in sorted(rows["workflow_dependencies"],
-            key=lambda d: d["position"]) if d["job_id"] == job["job_id"]] == order  # fmt: skip
+    assert [
+        d["workflow_id"]
+        for d in sorted(rows["workflow_dependencies"], key=lambda d: d["position"])
+        if d["job_id"] == job["job_id"]
+    ] == order
     entries = [e for e in rows["workflow_tree_entries"] if e["job_id"] == job["job_id"]]
     assert {e["workflow_name"] for e in entries} == {"Load renamed", "Load 1"}
     edited_job = (await rows_of(pg, other["workspace_id"]))["jobs"]
@@ -141,8 +157,9 @@ async def test_change_events_of_both_collections_apply_and_a_rewrite_touches_one
 
     async def sync(spec: EntitySpec) -> SyncWorker:
         log = logs[spec.name]
-        worker = SyncWorker(spec, lambda _c: ChangeStreamFeed(spec, log), database_url, ctx,
-                            options=OPTIONS)  # fmt: skip
+        worker = SyncWorker(
+            spec, lambda _c: ChangeStreamFeed(spec, log), database_url, ctx, options=OPTIONS
+        )
         await worker.run(once=True)
         return worker
 
@@ -152,12 +169,16 @@ async def test_change_events_of_both_collections_apply_and_a_rewrite_touches_one
     await workspaces.insert(document)
     summary = document["folders"][0]["jobs"][0]["workflows"][0]
     workflow = {
-        "workflow_id": summary["workflow_id"], "workspace_id": document["workspace_id"],
+        "workflow_id": summary["workflow_id"],
+        "workspace_id": document["workspace_id"],
         "folder_id": document["folders"][0]["folder_id"],
         "job_id": document["folders"][0]["jobs"][0]["job_id"],
-        "subscription_id": document["subscription_id"], "workflow_name": "Load 0",
-        "workFlowDiagram": summary["workFlowDiagram"], "version": 1, "d_flag": False,
-    }  # fmt: skip
+        "subscription_id": document["subscription_id"],
+        "workflow_name": "Load 0",
+        "workFlowDiagram": summary["workFlowDiagram"],
+        "version": 1,
+        "d_flag": False,
+    }
     await workflows.insert(workflow)
     await workflows.update(workflow["workflow_id"], {"version": "2", "description": "edited"})
     for spec in (WORKFLOWS, WORKSPACES):

@@ -28,13 +28,19 @@ CREATED = datetime(2026, 3, 1, 12, 0, 0)
 def diagram(nodes: int, filler: int = 0) -> str:
     shape = {
         "nodes": [
-            {"id": f"n{i}", "type": "transform", "label": f"Step {i}",
-             "position": {"x": i * 10, "y": 5}, "config": {"sql": "x" * filler}}
+            {
+                "id": f"n{i}",
+                "type": "transform",
+                "label": f"Step {i}",
+                "position": {"x": i * 10, "y": 5},
+                "config": {"sql": "x" * filler},
+            }
             for i in range(nodes)
         ],
-        "edges": [{"id": f"e{i}", "source": f"n{i}", "target": f"n{i + 1}"}
-                  for i in range(nodes - 1)],
-    }  # fmt: skip
+        "edges": [
+            {"id": f"e{i}", "source": f"n{i}", "target": f"n{i + 1}"} for i in range(nodes - 1)
+        ],
+    }
     return json.dumps(shape, separators=(",", ":"))
 
 
@@ -49,28 +55,53 @@ def workspace_doc(
         for j in range(jobs):
             job_id = f"jb_{n:06x}{f:03x}{j:03x}"
             summaries = [
-                {"workflow_id": f"wf_{n:04x}{f:03x}{j:02x}{w:03x}", "workflow_name": f"Load {w}",
-                 "d_flag": False, "workFlowDiagram": diagram(4, filler)}
+                {
+                    "workflow_id": f"wf_{n:04x}{f:03x}{j:02x}{w:03x}",
+                    "workflow_name": f"Load {w}",
+                    "d_flag": False,
+                    "workFlowDiagram": diagram(4, filler),
+                }
                 for w in range(workflows)
-            ]  # fmt: skip
+            ]
             folder_jobs.append(
-                {"job_id": job_id, "job_name": f"Job {j}", "description": "scheduled job",
-                 "environment": "prod", "created_by": USER, "created_at": CREATED,
-                 "d_flag": False, "reason_to_delete": None,
-                 "workflow_dependency": [s["workflow_id"] for s in summaries],
-                 "workflows": summaries}
-            )  # fmt: skip
+                {
+                    "job_id": job_id,
+                    "job_name": f"Job {j}",
+                    "description": "scheduled job",
+                    "environment": "prod",
+                    "created_by": USER,
+                    "created_at": CREATED,
+                    "d_flag": False,
+                    "reason_to_delete": None,
+                    "workflow_dependency": [s["workflow_id"] for s in summaries],
+                    "workflows": summaries,
+                }
+            )
         tree.append(
-            {"folder_id": f"fd_{n:08x}{f:04x}", "folder_name": f"Daily {f}",
-             "description": None, "created_by": USER, "created_at": CREATED, "d_flag": False,
-             "jobs": folder_jobs}
-        )  # fmt: skip
+            {
+                "folder_id": f"fd_{n:08x}{f:04x}",
+                "folder_name": f"Daily {f}",
+                "description": None,
+                "created_by": USER,
+                "created_at": CREATED,
+                "d_flag": False,
+                "jobs": folder_jobs,
+            }
+        )
     return {
-        "workspace_id": workspace_id, "workspace_name": f"Workspace {n}",
-        "description": "pipelines", "subscription_id": SUBSCRIPTION, "owner_id": USER,
-        "created_by": USER, "created_at": CREATED, "updated_by": USER,
-        "updated_at": CREATED, "d_flag": False, "reason_to_delete": None, "folders": tree,
-    }  # fmt: skip
+        "workspace_id": workspace_id,
+        "workspace_name": f"Workspace {n}",
+        "description": "pipelines",
+        "subscription_id": SUBSCRIPTION,
+        "owner_id": USER,
+        "created_by": USER,
+        "created_at": CREATED,
+        "updated_by": USER,
+        "updated_at": CREATED,
+        "d_flag": False,
+        "reason_to_delete": None,
+        "folders": tree,
+    }
 
 
 def edited(document: Document, change: Any) -> Document:
