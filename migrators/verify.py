@@ -153,6 +153,20 @@ def _compare(
             if isinstance(nested[0], dict) and isinstance(nested[1], dict):
                 details += _compare(f"{prefix}{key}.", before, after, *nested)
                 continue
+        if _same_length_lists(before, after, shown_before, shown_after):
+            # nested documents (a workspace's folders, jobs, ...): narrow down by index
+            pairs = zip(before, after, shown_before, shown_after, strict=True)
+            for index, (b, a, shown_b, shown_a) in enumerate(pairs):
+                where = f"{prefix}{key}[{index}]"
+                if b == a:
+                    continue
+                if all(isinstance(v, dict) for v in (b, a, shown_b, shown_a)):
+                    details += _compare(f"{where}.", b, a, shown_b, shown_a)
+                else:
+                    details.append(
+                        f"{where}: MongoDB {_short(shown_b)} != PostgreSQL {_short(shown_a)}"
+                    )
+            continue
         if shown_before == shown_after:
             details.append(f"{prefix}{key}: a secret value differs (not shown)")
         else:
@@ -163,6 +177,10 @@ def _compare(
 
 
 _MISSING = object()
+
+
+def _same_length_lists(*values: Any) -> bool:
+    return all(isinstance(v, list) for v in values) and len({len(v) for v in values}) == 1
 
 
 def _short(value: Any) -> str:

@@ -93,3 +93,21 @@ async def test_dirty_seed_every_document_migrated_or_quarantined_and_disagreemen
     assert notes["stale_summary"] == await _differing_summaries(legacy_db) > 0
     assert notes["diagram_invalid_json"] == dirt["diagram_invalid_json"]
     assert notes["diagram_empty"] == dirt["diagram_empty"]
+
+
+async def test_verify_finds_a_changed_job_row_and_repair_puts_the_tree_back(legacy_db, pg, ctx):
+    await seed_store(legacy_db, scale="small", dirty=0.0, seed=3)
+    await _backfill_all(legacy_db, pg, ctx)
+    spec = default_registry().get("workspaces")
+    job = await pg.fetchrow("SELECT job_id, workspace_id FROM jobs ORDER BY job_id LIMIT 1")
+    await pg.execute("UPDATE jobs SET job_name = 'tampered' WHERE job_id = $1", job["job_id"])
+    await pg.execute(
+        "DELETE FROM workflow_tree_entries WHERE id = (SELECT id FROM workflow_tree_entries "
+        "WHERE workspace_id <> $1 ORDER BY id LIMIT 1)",
+        job["workspace_id"],
+    )
+    report = await verify_entity(legacy_db, pg, spec, ctx, repair=True)
+    assert [d.kind for d in report.differences] == ["fields differ", "fields differ"]
+    assert any("job_name" in detail for d in report.differences for detail in d.details)
+    assert report.repaired is not None and report.repaired.written == 2
+    assert (await verify_entity(legacy_db, pg, spec, ctx)).clean
