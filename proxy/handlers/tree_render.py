@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+from migrators.entities.common import from_json
 from strangler.contract import DirtyValue, is_deleted, render_datetime, to_int
 
 __all__ = [
@@ -136,8 +137,10 @@ def _render_value(value: Any, kind: Kind) -> Any:
             return json_safe(value)
     if kind == "bool":
         return None if value is None else is_deleted(value)
-    if kind == "json" and isinstance(value, str):
-        return json_safe(json.loads(value))
+    if kind == "json":
+        # jsonb holds BSON values as relaxed Extended JSON (migrators.entities.common):
+        # a date inside a snapshot renders as legacy renders a date.
+        return json_safe(from_json(json.loads(value) if isinstance(value, str) else value))
     return json_safe(value)
 
 
@@ -152,7 +155,7 @@ def render_row(row: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
         if column in renamed:
             value = renamed[column]
         elif value is None and field in unreadable:
-            value = unreadable[field]
+            value = from_json(unreadable[field])
         rendered[field] = _render_value(value, kind)
     return rendered
 
@@ -180,7 +183,7 @@ def render_job(
     rendered = render_row(job, JOB)
     unreadable = _extra(job).get(UNREADABLE) or {}
     if DEPENDENCY in unreadable:  # a list legacy held in a shape the rows cannot (kept as found)
-        rendered[DEPENDENCY] = json_safe(unreadable[DEPENDENCY])
+        rendered[DEPENDENCY] = json_safe(from_json(unreadable[DEPENDENCY]))
     else:
         rendered[DEPENDENCY] = None if dependencies is None else list(dependencies)
     rendered["workflows"] = [
