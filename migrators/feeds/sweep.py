@@ -168,7 +168,9 @@ class Sweeper:
     async def _mongo_side(self, wanted: set[int]) -> dict[str, dict[str, Any] | None]:
         # Ids first (small), then only the documents in this round's buckets.
         ids: list[Any] = []
-        async for doc in self._collection.find({}, {self._spec.id_field: 1, "_id": 0}):
+        # (``_id`` itself when the documents have no id field of their own)
+        projection = {self._spec.id_field: 1} | ({} if self._spec.id_field == "_id" else {"_id": 0})
+        async for doc in self._collection.find({}, projection):
             value = doc.get(self._spec.id_field)
             if value is not None and bucket_of(str(value), self.buckets) in wanted:
                 ids.append(value)
