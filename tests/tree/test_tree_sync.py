@@ -204,3 +204,35 @@ async def test_change_events_of_both_collections_apply_and_a_rewrite_touches_one
         workflow["workflow_id"],
     )
     assert (stored["version"], stored["description"]) == (2, "edited")
+
+
+async def test_history_written_behind_the_proxy_is_found_by_the_sweep(
+    legacy_db, pg, database_url, ctx, redis_url
+):
+    await seed_store(legacy_db, scale="small", dirty=0.0, seed=17)
+    for spec in default_registry():
+        await backfill_entity(legacy_db, pg, spec, ctx)
+    registry = default_registry()
+    versions, backups = registry.get("workflow_versions"), registry.get("workflow_backups")
+    entry = await legacy_db["workflow_versions"].find_one({})
+    copied = {k: v for k, v in entry.items() if k != "_id"}
+    await legacy_db["workflow_versions"].insert_one({**copied, "comment": "checked in by a script"})
+    backup = await legacy_db["workflowBkp"].find_one({})
+    await legacy_db["workflowBkp"].delete_one({"_id": backup["_id"]})
+    redis = aioredis.from_url(redis_url)
+    prefix = f"test:{secrets.token_hex(4)}:"
+    try:
+        for spec in (versions, backups):
+            await _poll_once(spec, legacy_db, database_url, ctx, redis, prefix)
+    finally:
+        await redis.aclose()
+    for spec in (versions, backups):
+        report = await verify_entity(legacy_db, pg, spec, ctx)
+        assert report.clean, report.lines()
+    comments = await pg.fetchval(
+        "SELECT count(*) FROM workflow_versions WHERE comment = 'checked in by a script'"
+    )
+    assert comments == 1
+    assert not await pg.fetchval(
+        "SELECT count(*) FROM workflow_backups WHERE backup_id = $1", str(backup["_id"])
+    )
