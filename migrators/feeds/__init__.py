@@ -35,6 +35,7 @@ __all__ = [
     "FeedBatch",
     "FeedEvent",
     "ObservationClock",
+    "observation_version",
     "version_from_timestamp",
     "version_seconds",
 ]
@@ -53,6 +54,16 @@ def version_from_timestamp(seconds: int, increment: int) -> int:
 def version_seconds(version: int) -> int:
     """The wall-clock second a version stands for."""
     return version >> _ORDINAL_BITS
+
+
+def observation_version(now: float) -> int:
+    """The version of a read made at epoch seconds ``now`` (microseconds in the ordinal).
+
+    For one-off readers (backfill, verify --repair) that take one version per batch before
+    reading; the sync's feeds use :class:`ObservationClock`, which also never repeats.
+    """
+    seconds = int(now)
+    return version_from_timestamp(seconds, int((now - seconds) * 1_000_000))
 
 
 class ObservationClock:
@@ -74,10 +85,7 @@ class ObservationClock:
         self.last = floor
 
     def next(self, now: float) -> int:
-        seconds = int(now)
-        micros = int((now - seconds) * 1_000_000)
-        candidate = version_from_timestamp(seconds, micros)
-        self.last = max(candidate, self.last + 1)
+        self.last = max(observation_version(now), self.last + 1)
         return self.last
 
 
