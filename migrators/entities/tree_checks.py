@@ -12,7 +12,8 @@ both sides. Every case is a note on the workspace document (docs/tree.md):
   workflow document (the document wins for the definition);
 * ``placement_differs``: the workflow document names another job, folder or
   workspace than the tree lists it under (the tree wins for the placement);
-* ``workflow_not_in_tree``: a workflow document of this workspace that no tree lists.
+* ``workflow_not_in_tree``: a workflow document of this workspace that no tree lists;
+* ``dangling_created_by``: a folder or job created by a user that does not exist (kept).
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ JOIN jobs AS j ON j.job_id = e.job_id
 LEFT JOIN workflows AS w ON w.workflow_id = e.workflow_id
 WHERE e.workspace_id = ANY($1::text[])
 ORDER BY 1, 2, e.tree_position"""
+
+_CREATORS = """
+SELECT workspace_id, 'folder ' || folder_id AS node, created_by FROM folders AS t
+WHERE workspace_id = ANY($1::text[]) AND created_by IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM users AS u WHERE u.user_id = t.created_by)
+UNION ALL
+SELECT workspace_id, 'job ' || job_id, created_by FROM jobs AS t
+WHERE workspace_id = ANY($1::text[]) AND created_by IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM users AS u WHERE u.user_id = t.created_by)
+ORDER BY 1, 2"""
 
 _UNLISTED = """
 SELECT w.workspace_id, w.workflow_id FROM workflows AS w
@@ -79,6 +90,9 @@ async def tree_disagreements(
         if r["placement_differs"]:
             detail = f"{where}; its document names another place (the tree wins)"
             notes.append((r["workspace_id"], Note("placement_differs", detail)))
+    for r in await conn.fetch(_CREATORS, workspace_ids):
+        detail = f"{r['node']} created_by {r['created_by']!r} matches no users row; kept"
+        notes.append((r["workspace_id"], Note("dangling_created_by", detail)))
     for r in await conn.fetch(_UNLISTED, workspace_ids):
         detail = f"workflow {r['workflow_id']} is in no tree; kept with its own placement"
         notes.append((r["workspace_id"], Note("workflow_not_in_tree", detail)))
