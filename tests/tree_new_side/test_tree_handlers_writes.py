@@ -170,10 +170,15 @@ async def test_a_stale_version_is_refused_and_declared(sides: Sides, tenant: Ten
     assert "version 1 is not the current version 2" in new.json()["message"]
     got = await sides.call_new("GET", f"{WF}/getWorkflow", tenant, {"workflow_id": workflow_id})
     assert got.json()["data"]["description"] == "first"
-    bad = await sides.call_new(
-        "POST", f"{WF}/updateWorkflow", tenant, body={"workflow_id": workflow_id, "version": "x"}
+    not_a_number = {"workflow_id": workflow_id, "version": "x"}
+    result, legacy, new = await sides.compare(
+        "POST", f"{WF}/updateWorkflow", tenant, body=not_a_number
     )
-    assert (bad.status, bad.json()["message"]) == (400, "version must be a whole number")
+    assert (legacy.status, new.status) == (200, 400)
+    assert new.json()["message"] == "version must be a whole number"
+    assert [(d.verdict, d.rule) for d in result.differences] == [
+        (Verdict.EXPECTED, "version-not-a-number")
+    ]
 
 
 # --- deleting -----------------------------------------------------------------------------
