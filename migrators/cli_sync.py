@@ -168,7 +168,12 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> list[SyncWor
     for worker in workers:
         worker.commit_observers.append(progress(worker))
     try:
-        await asyncio.gather(*(worker.run(once=args.once) for worker in workers))
+        if args.once:
+            # In dependency order, so that a connector's tenant row exists before it is read.
+            for worker in workers:
+                await worker.run(once=True)
+        else:
+            await asyncio.gather(*(worker.run() for worker in workers))
     finally:
         if redis is not None:
             await redis.aclose()
