@@ -5,7 +5,8 @@ Per request: one table lookup, one fence check for writes, then one of
 - legacy (every write outside ``new``, every unknown path, every WebSocket): streamed;
 - shadow read: legacy streams to the client; a sampled one is recorded and handed to the
   comparator with the new-side handler as the other side;
-- canary read: the tenant's stable bucket picks the side; the other side is sampled;
+- canary read: the tenant's stable bucket picks the side, unless the tenant's own write is
+  still on its way to the new side (read-your-writes); the other side is sampled;
 - new: the new-side handler answers; a sampled read is compared with legacy (writes are
   never replayed on the other side).
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.canary import in_canary
+from proxy.consistency import ConsistencyStore
 from proxy.fence import FenceBoard
 from proxy.forward import (
     Capture,
@@ -34,6 +36,7 @@ from proxy.metrics import ProxyMetrics
 from proxy.reload import TableHolder
 from proxy.table import UNROUTED, EntityPlan, Route
 from proxy.websocket import WebSocketForwarder
+from strangler.errors import ServiceUnavailable
 from strangler.exchange import NewSideHandler, RecordedRequest, RecordedResponse, ShadowSink
 from strangler.tokens import InvalidToken, caller_from_authorization
 
@@ -62,6 +65,8 @@ class ProxyApp:
         jwt_secret: str,
         limits: Limits = Limits(),
         sample: Callable[[], float] = random.random,
+        consistency: ConsistencyStore | None = None,
+        write_deadline: float = 30.0,
     ) -> None:
         self.tables = tables
         self.fences = fences
@@ -72,6 +77,11 @@ class ProxyApp:
         self._secret = jwt_secret
         self._limits = limits
         self._sample = sample
+        # Read-your-writes across sides in canary (None: not tracked).
+        self.consistency = consistency
+        # How long a write may take at most (the upstream read timeout): a write's pin is
+        # dated this far ahead until the write is done.
+        self._write_deadline = write_deadline
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -129,31 +139,72 @@ class ProxyApp:
     ) -> tuple[int, str]:
         plan = route.entity
         mode = plan.mode
+        if mode == "canary" and route.is_write and self.consistency is not None:
+            return await self._canary_write(route, scope, receive, send, hdrs), "legacy"
         if mode == "legacy" or (route.is_write and mode != "new"):
             return await self.legacy.stream(scope, receive, send, hdrs), "legacy"
         handler = route.handler
         if handler is None:  # the validator prevents this; stay safe if it ever happens
             return await self.legacy.stream(scope, receive, send, hdrs), "legacy"
         sampled = not route.is_write and plan.sample_rate > 0 and self._sample() < plan.sample_rate
-        if mode == "shadow" or (mode == "canary" and not self._tenant_in_canary(scope, plan)):
+        if mode == "shadow" or (mode == "canary" and not await self._canary_reads_new(scope, plan)):
             if not sampled:
                 return await self.legacy.stream(scope, receive, send, hdrs), "legacy"
             return await self._legacy_compared(route, handler, scope, receive, send, hdrs), "legacy"
         return await self._serve_new(route, handler, scope, receive, send, hdrs, sampled), "new"
 
-    def _tenant_in_canary(self, scope: dict[str, Any], plan: EntityPlan) -> bool:
-        if plan.canary_threshold <= 0:
-            return False
+    def _subscription(self, scope: dict[str, Any]) -> str | None:
+        """The caller's tenant from a valid bearer token; None otherwise (legacy then
+        answers the 401, as it always did)."""
         authorization = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
                 break
         try:
-            caller = caller_from_authorization(self._secret, authorization)
+            return caller_from_authorization(self._secret, authorization).subscription_id
         except InvalidToken:
-            return False  # legacy answers the 401, as it always did
-        return in_canary(caller.subscription_id, plan.canary_threshold)
+            return None
+
+    async def _canary_reads_new(self, scope: dict[str, Any], plan: EntityPlan) -> bool:
+        """Whether a canary read goes to the new side: the tenant is in the canary, and
+        no write of its own is still on its way there (read-your-writes)."""
+        if plan.canary_threshold <= 0:
+            return False
+        tenant = self._subscription(scope)
+        if tenant is None or not in_canary(tenant, plan.canary_threshold):
+            return False
+        if self.consistency is None:
+            return True
+        side = await self.consistency.read_side(plan.name, tenant, "new", time.time())
+        if side != "new":
+            self.metrics.read_your_writes.labels(plan.name, "read_pinned_to_legacy").inc()
+        return side == "new"
+
+    async def _canary_write(
+        self, route: Route, scope: dict[str, Any], receive: Any, send: Any, hdrs: UpstreamHeaders
+    ) -> int:
+        """A canary write goes to legacy; its tenant's reads are pinned there until the
+        forward sync has carried it to PostgreSQL (proxy/consistency.py)."""
+        entity = route.entity.name
+        tenant = self._subscription(scope)
+        if tenant is not None:
+            # Pinned ahead, with a moment no earlier than the write's completion, so that no
+            # watermark can release the pin before legacy has the write.
+            await self._note_write(entity, tenant, time.time() + self._write_deadline)
+        status = await self.legacy.stream(scope, receive, send, hdrs)
+        if tenant is not None and status < 400:
+            await self._note_write(entity, tenant, time.time())
+        return status
+
+    async def _note_write(self, entity: str, tenant: str, at: float) -> None:
+        assert self.consistency is not None
+        try:
+            await self.consistency.note_write(entity, tenant, "legacy", at)
+        except ServiceUnavailable as exc:
+            # Never fails the client's write; while Redis is down, reads go to legacy anyway.
+            log.warning("read-your-writes pin for %s not stored: %s", entity, exc)
+            self.metrics.read_your_writes.labels(entity, "pin_failed").inc()
 
     async def _legacy_compared(
         self,

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from proxy.app import Limits
+from proxy.consistency import ConsistencyStore
 from proxy.endpoints import ENTITIES
 from proxy.fence import MAX_FENCE_SECONDS
 from proxy.fence_client import lift_fence, set_fence
@@ -138,6 +139,19 @@ async def _open_services(
     return HandlerDeps(settings=settings, pg_pool=pg_pool, redis=redis_client)
 
 
+def _consistency_store(stack: AsyncExitStack, settings: Settings) -> ConsistencyStore:
+    """Read-your-writes pins for canary entities, on a Redis client of the proxy's own.
+
+    The client connects on first use (a Redis outage never stops the proxy: canary reads then
+    go to legacy), and its short timeouts bound what a hung Redis can add to a request.
+    """
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    stack.push_async_callback(client.aclose)
+    return ConsistencyStore(client)
+
+
 async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
     config = ProxyConfig(
         legacy_url=settings.legacy_url,
@@ -166,7 +180,14 @@ async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
         if runner is not None:
             await runner.start()
             stack.push_async_callback(runner.stop)
-        instance = ProxyInstance(config, settings.jwt_secret, registry, sink, metrics)
+        instance = ProxyInstance(
+            config,
+            settings.jwt_secret,
+            registry,
+            sink,
+            metrics,
+            consistency=_consistency_store(stack, settings),
+        )
         try:
             await serve(instance)
         except OSError as exc:  # a port in use, an address not ours

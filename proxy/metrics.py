@@ -57,6 +57,13 @@ class ProxyMetrics:
             ("entity", "outcome"),
             registry=r,
         )
+        self.read_your_writes = Counter(
+            "strangler_proxy_read_your_writes",
+            "Canary reads kept on legacy after the tenant's write (read_pinned_to_legacy), "
+            "and pins that could not be stored (pin_failed).",
+            ("entity", "outcome"),
+            registry=r,
+        )
         self.websockets = Gauge(
             "strangler_proxy_websockets_open", "WebSocket sessions open.", registry=r
         )

@@ -23,6 +23,7 @@ import uvicorn
 
 from proxy.admin import build_admin_app
 from proxy.app import Limits, ProxyApp
+from proxy.consistency import ConsistencyStore
 from proxy.fence import FenceBoard
 from proxy.forward import LegacyForwarder
 from proxy.metrics import ProxyMetrics
@@ -92,6 +93,7 @@ class ProxyInstance:
         registry: HandlerRegistry,
         sink: ShadowSink,
         metrics: ProxyMetrics | None = None,
+        consistency: ConsistencyStore | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or ProxyMetrics()
@@ -113,6 +115,8 @@ class ProxyInstance:
             self.metrics,
             jwt_secret,
             config.limits,
+            consistency=consistency,
+            write_deadline=config.timeouts.read,
         )
         self.admin_app = build_admin_app(self.tables, self.fences, self.metrics, config.instance)
         self._servers: list[_SharedLoopServer] = []

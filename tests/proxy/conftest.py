@@ -17,6 +17,7 @@ from proxy_support import (
 )
 
 from proxy.app import Limits
+from proxy.consistency import ConsistencyStore
 from proxy.registry import HandlerRegistry, registry_from_mapping
 from proxy.server import ProxyConfig, ProxyInstance
 from proxy.shadow import CountingDropSink
@@ -52,6 +53,7 @@ async def start_proxy(
         timeouts: Timeouts | None = None,
         limits: Limits | None = None,
         registry: HandlerRegistry | None = None,
+        consistency: ConsistencyStore | None = None,
     ) -> ProxyInstance:
         path = write_rules(tmp_path / f"rules{len(started)}.yaml", rules or rules_data())
         config = ProxyConfig(
@@ -70,6 +72,7 @@ async def start_proxy(
             SECRET,
             registry or registry_from_mapping(handlers or {}),
             sink or CountingDropSink(),
+            consistency=consistency,
         )
         await instance.start()
         started.append(instance)
