@@ -42,6 +42,7 @@ import asyncpg
 
 from migrators.origin import strip_origin
 from migrators.spec import Document, EntitySpec, Mapped, MappingContext
+from schema.tenancy import enter_sync
 from strangler.mongo import Collection
 
 __all__ = [
@@ -182,6 +183,14 @@ class Sweeper:
         return rows
 
     async def _postgres_side(
+        self, conn: asyncpg.Connection, wanted: list[int]
+    ) -> tuple[dict[str, dict[str, Any] | None], set[str]]:
+        # Row-level security is forced even on the owner: read as strangler_sync.
+        async with conn.transaction(readonly=True):
+            await enter_sync(conn)
+            return await self._postgres_rows(conn, wanted)
+
+    async def _postgres_rows(
         self, conn: asyncpg.Connection, wanted: list[int]
     ) -> tuple[dict[str, dict[str, Any] | None], set[str]]:
         table = self._spec.tables[0]

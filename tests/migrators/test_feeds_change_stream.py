@@ -24,6 +24,7 @@ from migrators.feeds import version_from_timestamp
 from migrators.feeds.change_stream import (
     ChangeStreamFeed,
     ChangeStreamInvalidated,
+    MongoChangeStreamSource,
     event_from_change,
 )
 from migrators.feeds.event_log import ChangeStreamHistoryLost, EventLog
@@ -245,3 +246,39 @@ async def test_event_log_cursor_waits_for_new_events(legacy_db: Database) -> Non
     await writer
     assert change is not None and change["operationType"] == "insert"
     assert cursor.resume_token == log.events[0]["_id"]
+
+
+class _RecordingCollection:
+    """Stands in for PyMongo's AsyncCollection (no replica set here): records the watch call."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+
+    async def watch(self, **kwargs: object) -> EventLogCursorLike:
+        self.calls.append(kwargs)
+        return EventLogCursorLike()
+
+
+class EventLogCursorLike:
+    resume_token = None
+
+    async def try_next(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_production_source_watches_with_update_lookup_after_the_stored_token() -> None:
+    collection = _RecordingCollection()
+    feed = ChangeStreamFeed(CONNECTORS, MongoChangeStreamSource(collection, max_await_ms=250))
+    await feed.open({"resume_token": {"_data": "8263A1"}})
+    assert collection.calls == [
+        {
+            "full_document": "updateLookup",
+            "full_document_before_change": "whenAvailable",
+            "resume_after": {"_data": "8263A1"},
+            "max_await_time_ms": 250,
+        }
+    ]
+    assert await feed.next_batch(10) is None  # nothing yet, and no token to store
