@@ -121,16 +121,16 @@ async def backfill_vs_copy(db: Database, conn: asyncpg.Connection) -> dict[str, 
     ctx = SecretBox(KEYS).context()
     for name in PEOPLE_SPECS:  # what the tree refers to; not part of the figure
         await backfill_entity(db, conn, registry.get(name), ctx, batch_size=1000)
-    seconds = 0.0
-    per_spec: dict[str, tuple[int, float]] = {}
+    seconds = reading = 0.0
     for name in TREE_SPECS:
         summary = await backfill_entity(db, conn, registry.get(name), ctx, batch_size=1000)
         seconds += summary.seconds
-        per_spec[name] = (summary.result.read, summary.seconds)
+        reading += summary.read_seconds
         quarantined = sum(summary.result.quarantined.values())
         print(
-            f"  backfill {name}: {summary.result.read:,} documents, "
-            f"{summary.seconds:.1f} s, {quarantined} quarantined",
+            f"  backfill {name}: {summary.result.read:,} documents, {summary.seconds:.1f} s "
+            f"({summary.read_seconds:.1f} s reading the legacy store, "
+            f"{summary.write_seconds:.1f} s mapping and writing), {quarantined} quarantined",
             flush=True,
         )
     rows = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TREE_TABLES}
@@ -146,7 +146,12 @@ async def backfill_vs_copy(db: Database, conn: asyncpg.Connection) -> dict[str, 
                     await conn.copy_to_table(table, source=f"{directory}/{table}.csv", format="csv")
             best = min(best, time.perf_counter() - started)
     await conn.execute("ANALYZE")
-    return {"rows": rows, "backfill_seconds": seconds, "copy_seconds": best, "specs": per_spec}
+    return {
+        "rows": rows,
+        "backfill_seconds": seconds,
+        "read_seconds": reading,
+        "copy_seconds": best,
+    }
 
 
 # --- the requests ----------------------------------------------------------------------------
@@ -378,6 +383,7 @@ def _print_table(
 ) -> None:
     rows = sum(copy["rows"].values())
     backfill_rate = rows / copy["backfill_seconds"]
+    writing = copy["backfill_seconds"] - copy["read_seconds"]
     copy_rate = rows / copy["copy_seconds"]
     counts = seeded["counts"]
     print()
@@ -390,10 +396,14 @@ def _print_table(
     print(f"{'load':<50}{'rows':>10}{'seconds':>9}{'rows/s':>10}")
     for label, seconds in (
         ("strangler backfill (the 4 tree specs)", copy["backfill_seconds"]),
+        ("  the same without reading the legacy store", writing),
         ("PostgreSQL COPY FROM csv, same rows (best of 3)", copy["copy_seconds"]),
     ):
         print(f"{label:<50}{rows:>10,}{seconds:>9.1f}{rows / seconds:>10,.0f}")
-    print(f"backfill / COPY = {backfill_rate / copy_rate:.2f} (target >= 0.50)")
+    print(
+        f"backfill / COPY = {backfill_rate / copy_rate:.2f}, without the reads "
+        f"{rows / writing / copy_rate:.2f} (target >= 0.50)"
+    )
     print()
     header = ("new p50", "new p95", "new /s", "legacy p50", "legacy p95", "legacy /s", "review")
     print(f"{f'proxy, {CONNECTIONS} clients (ms)':<40}" + "".join(f"{h:>11}" for h in header))

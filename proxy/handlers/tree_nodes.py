@@ -181,9 +181,13 @@ class TreeNodeHandlers:
                 name = call.text("workspace_name")
                 await self._check_workspace_name(conn, call, name, workspace_id)
                 row["workspace_name"] = name
-                row["extra"] = _without_renamed(row["extra"], "workspace_name")
             if call.given("description"):
                 row["description"] = call.optional_text("description")
+            row["extra"] = store.without_kept(
+                row["extra"],
+                [f for f in ("workspace_name", "description") if call.given(f)]
+                + ["updated_by", "updated_at"],
+            )
             row["updated_by"] = call.caller.user_id
             row["updated_at"] = call.now
             await _unique(
@@ -280,9 +284,10 @@ class TreeNodeHandlers:
                 await self._check_folder_name(conn, workspace_id, name, folder)
                 if name != previous["folder_name"]:
                     folder["folder_name"] = name
-                    folder["extra"] = _without_renamed(folder["extra"], "folder_name")
+                    folder["extra"] = store.without_kept(folder["extra"], ["folder_name"])
             if call.given("description"):
                 folder["description"] = call.optional_text("description")
+                folder["extra"] = store.without_kept(folder["extra"], ["description"])
             await _unique(
                 conn,
                 "UPDATE folders SET folder_name = $2, description = $3, extra = $4::jsonb, "
@@ -385,13 +390,15 @@ class TreeNodeHandlers:
                 await self._check_job_name(conn, folder["folder_id"], name, previous["job_name"])
                 if name != previous["job_name"]:
                     job["job_name"] = name
-                    job["extra"] = _without_renamed(job["extra"], "job_name")
+                    job["extra"] = store.without_kept(job["extra"], ["job_name"])
             for field in ("environment", "description"):
                 if call.given(field):
                     job[field] = call.optional_text(field)
+                    job["extra"] = store.without_kept(job["extra"], [field])
             dependencies = None
             if call.given("workflow_dependency"):
                 dependencies = optional_list_of_text(call, "workflow_dependency") or []
+                job["extra"] = store.without_kept(job["extra"], ["workflow_dependency"])
             await _unique(
                 conn,
                 "UPDATE jobs SET job_name = $2, environment = $3, description = $4, "
@@ -479,19 +486,6 @@ async def _replace_dependencies(
             "synced_at) VALUES ($1, $2, $3, $4, now())",
             [(job_id, wf, call.caller.subscription_id, i) for i, wf in enumerate(unique)],
         )
-
-
-def _without_renamed(extra: Any, column: str) -> Any:
-    """A renamed duplicate given a new name is no longer renamed."""
-    values = json.loads(extra) if isinstance(extra, str) else dict(extra or {})
-    renamed = dict(values.get("$renamed") or {})
-    if column in renamed:
-        renamed.pop(column)
-        if renamed:
-            values["$renamed"] = renamed
-        else:
-            values.pop("$renamed")
-    return values
 
 
 def _json(value: Any) -> str:

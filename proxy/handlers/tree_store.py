@@ -15,6 +15,7 @@ other (legacy's whole-document rewrite); a workflow write locks the workflow row
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
     "next_position",
     "queue_documents",
     "touch_workspace",
+    "without_kept",
 ]
 
 # The outbox entity of each legacy collection a tree write changes: the reverse sync
@@ -345,3 +347,14 @@ async def fetch_tree(
         job_ids,
     )
     return list(folders), list(jobs), await job_dependencies(conn, job_ids), list(summaries)
+
+
+def without_kept(extra: Any, fields: Sequence[str]) -> dict[str, Any]:
+    """``extra`` without what backfill kept for ``fields`` (values it could not read,
+    names it renamed): a write has just set those fields, so their stored form is current."""
+    values = dict(json.loads(extra) if isinstance(extra, str) else (extra or {}))
+    for kept in ("$unreadable", "$renamed"):
+        remaining = {k: v for k, v in (values.pop(kept, None) or {}).items() if k not in fields}
+        if remaining:
+            values[kept] = remaining
+    return values

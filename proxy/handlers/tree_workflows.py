@@ -287,7 +287,7 @@ class WorkflowHandlers:
             row["version"] = current + 1
             row["updated_by"] = call.caller.user_id
             row["updated_at"] = call.now
-            row["extra"] = _without(row["extra"], edited)
+            row["extra"] = store.without_kept(row["extra"], edited)
             await self._update(conn, row, expected_version=stored["version"])
             workspaces: list[str] = []
             if renamed:
@@ -353,7 +353,7 @@ class WorkflowHandlers:
                 )  # fmt: skip
             else:
                 row.update(is_checked_out=True, checked_out_by=user_id, checked_out_at=call.now)
-            row["extra"] = _without(
+            row["extra"] = store.without_kept(
                 row["extra"],
                 ["version", "is_checked_out", "checked_out_by", "checked_out_at"]
                 + (["updated_by", "updated_at"] if checking_in else []),
@@ -459,17 +459,3 @@ class WorkflowHandlers:
             conn, subscription_id, "workflow", operation, [row["workflow_id"]], activity
         )
         await store.queue_documents(conn, subscription_id, "workspace", "update", workspaces or [])
-
-
-def _without(extra: Any, fields: list[str]) -> dict[str, Any]:
-    """``extra`` without the unreadable values of fields this write has just set."""
-    values = dict(extra or {})
-    unreadable = {k: v for k, v in (values.get("$unreadable") or {}).items() if k not in fields}
-    renamed = {k: v for k, v in (values.get("$renamed") or {}).items() if k not in fields}
-    values.pop("$unreadable", None)
-    values.pop("$renamed", None)
-    if unreadable:
-        values["$unreadable"] = unreadable
-    if renamed:
-        values["$renamed"] = renamed
-    return values
