@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PACKAGES := strangler proxy migrators shadow_compare schema legacy_emulator
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-tools clean
 
 $(BIN)/strangler: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -26,7 +26,18 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(PACKAGES)
 
-bench: install
+# The proxy bench compares with nginx and loads with wrk (Debian packages); install them
+# when missing and apt-get is usable, else the bench says what it skipped.
+bench-tools:
+	@if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && apt-get install -y -qq wrk nginx >/dev/null; \
+		else \
+			echo "wrk/nginx missing and apt-get not usable: the proxy bench will skip them"; \
+		fi; \
+	fi
+
+bench: install bench-tools
 	$(BIN)/python -m bench
 
 clean:
