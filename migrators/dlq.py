@@ -28,6 +28,7 @@ import asyncpg
 from bson import json_util
 from bson.json_util import RELAXED_JSON_OPTIONS
 
+from migrators.backfill import legacy_id_filter
 from migrators.feeds import FeedEvent, ObservationClock
 from migrators.origin import strip_origin
 from migrators.spec import EntitySpec, MappingContext
@@ -219,7 +220,7 @@ async def replay_dead_letters(
             outcomes.append(ReplayOutcome(letter.id, None, "failed", str(error)))
             continue
         version = clock.next(time.time())  # taken before the read it labels
-        document = await db[spec.collection].find_one({spec.id_field: letter.legacy_id})
+        document = await db[spec.collection].find_one(legacy_id_filter(spec, [letter.legacy_id]))
         item = SourceItem(
             letter.legacy_id, strip_origin(document) if document is not None else None, version
         )

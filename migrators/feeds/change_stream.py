@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from bson import json_util
 from bson.timestamp import Timestamp
 
+from migrators.backfill import legacy_id_of
 from migrators.feeds import FeedBatch, FeedEvent, version_from_timestamp
 from migrators.origin import is_reverse_sync_change
 from migrators.spec import EntitySpec
@@ -117,12 +118,16 @@ def _json_safe(value: Any) -> Any:
 
 
 def _legacy_id(spec: EntitySpec, event: Mapping[str, Any]) -> str | None:
-    for source in ("fullDocument", "fullDocumentBeforeChange", "documentKey"):
-        document = event.get(source) or {}
-        value = document.get(spec.id_field)
-        if value is not None and value != "":
-            return str(value)
-    return None
+    """The legacy id as backfill names it (``migrators.backfill.legacy_id_of``)."""
+    for source in ("fullDocument", "fullDocumentBeforeChange"):
+        document = event.get(source)
+        if document:
+            return legacy_id_of(spec, document)
+    key = event.get("documentKey") or {}
+    if spec.id_field == "_id" and "_id" in key:
+        return legacy_id_of(spec, key)
+    value = key.get(spec.id_field)  # sharded collections add the shard key
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def event_from_change(spec: EntitySpec, change: Mapping[str, Any]) -> FeedEvent | None:

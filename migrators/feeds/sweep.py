@@ -40,6 +40,7 @@ from typing import Any
 
 import asyncpg
 
+from migrators.backfill import legacy_id_of
 from migrators.origin import strip_origin
 from migrators.spec import Document, EntitySpec, Mapped, MappingContext
 from schema.tenancy import enter_sync
@@ -167,19 +168,17 @@ class Sweeper:
         return dict(rows[0]) if rows else None
 
     async def _mongo_side(self, wanted: set[int]) -> dict[str, dict[str, Any] | None]:
-        # Ids first (small), then only the documents in this round's buckets.
-        ids: list[Any] = []
-        # (``_id`` itself when the documents have no id field of their own)
-        projection = {self._spec.id_field: 1} | ({} if self._spec.id_field == "_id" else {"_id": 0})
-        async for doc in self._collection.find({}, projection):
-            value = doc.get(self._spec.id_field)
-            if value is not None and bucket_of(str(value), self.buckets) in wanted:
-                ids.append(value)
+        # Ids first (small), then only the documents in this round's buckets. Legacy ids
+        # are named as backfill names them (a stand-in from _id when a document has none).
+        keys: list[Any] = []
+        async for doc in self._collection.find({}, {self._spec.id_field: 1, "_id": 1}):
+            if bucket_of(legacy_id_of(self._spec, doc), self.buckets) in wanted:
+                keys.append(doc["_id"])
         rows: dict[str, dict[str, Any] | None] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            async for doc in self._collection.find({self._spec.id_field: {"$in": chunk}}):
-                rows[str(doc[self._spec.id_field])] = self._mapped_row(doc)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            async for doc in self._collection.find({"_id": {"$in": chunk}}):
+                rows[legacy_id_of(self._spec, doc)] = self._mapped_row(doc)
         return rows
 
     async def _postgres_side(
