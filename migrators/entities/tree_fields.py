@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -129,6 +130,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class _OutOfRange(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: valid JSON, but no float we could send to jsonb
+        raise _OutOfRange(f"{text} is out of range")
+    return value
+
+
+# The only ways a parsed string can hold what jsonb refuses (NUL, a lone surrogate) are
+# these escapes (raw control characters are not JSON): walk the value only when one is there.
+_NOT_STORABLE = object()
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
 def _storable(value: Any) -> bool:
     """Whether jsonb can hold ``value``: no NUL, no lone surrogate, finite numbers."""
     if isinstance(value, str):
@@ -161,10 +179,12 @@ def parse_diagram(text: Any) -> tuple[Any, Note | None]:
     if not text.strip():
         return None, Note("diagram_empty", "workFlowDiagram is empty; kept as found")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
+    except _OutOfRange:
+        value = _NOT_STORABLE
     except (ValueError, RecursionError) as exc:
         return None, Note("diagram_invalid_json", f"workFlowDiagram kept as found: {exc}"[:120])
-    if not _storable(value):
+    if value is _NOT_STORABLE or (_SUSPECT_ESCAPE.search(text) and not _storable(value)):
         detail = "workFlowDiagram holds a value jsonb cannot store; kept as text only"
         return None, Note("diagram_not_storable", detail)
     return value, None

@@ -116,6 +116,8 @@ def test_duplicate_live_names_are_renamed_and_come_back_as_found():
         ('{"nodes": [', None, "diagram_invalid_json"),
         ("", None, "diagram_empty"),
         ('{"x": NaN}', None, "diagram_invalid_json"),
+        ('{"x": 1e999}', None, "diagram_not_storable"),
+        ('{"x": "\\ud800"}', None, "diagram_not_storable"),
         ('{"x": "\\u0000"}', None, "diagram_not_storable"),
         (None, None, None),
     ],
