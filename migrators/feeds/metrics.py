@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 __all__ = ["SyncMetrics", "serve_metrics"]
@@ -45,5 +47,7 @@ class SyncMetrics:
         )
 
 
-def serve_metrics(metrics: SyncMetrics, port: int, host: str = "127.0.0.1") -> None:
-    start_http_server(port, addr=host, registry=metrics.registry)
+def serve_metrics(metrics: SyncMetrics, port: int, host: str = "127.0.0.1") -> Any:
+    """Serve ``/metrics`` from a daemon thread; returns the server (``.shutdown()`` stops it)."""
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return server
