@@ -19,7 +19,12 @@
    become dead letters (:mod:`migrators.dlq`), written in the transaction that
    moves the position past them, so the feed goes on;
 5. publishes its lag (``strangler_sync_lag_seconds{entity,feed}``) and applied
-   events, and beats in ``migration_sync_status`` (:mod:`migrators.sync_status`).
+   events, and beats in ``migration_sync_status`` (:mod:`migrators.sync_status`);
+6. with ``watermarks`` (the proxies' read-your-writes store,
+   :class:`proxy.consistency.ConsistencyStore`), publishes after each commit that
+   caught the feed up, and whenever the feed was found empty, the moment its read
+   began: every change older than that is applied, which releases the canary reads
+   pinned to legacy after a tenant's write (docs/new_side.md section 4).
 
 Losing PostgreSQL (``ServiceUnavailable``) ends the leadership term: the worker
 reconnects and competes for the lock again; whatever was not committed is
@@ -29,12 +34,13 @@ delivered again from the stored position and absorbed by the version guard.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -51,7 +57,14 @@ from schema.tenancy import enter_sync
 from strangler.config import redact_url
 from strangler.errors import DataError, RetryableError, ServiceUnavailable, StranglerError
 
-__all__ = ["FeedFactory", "SyncOptions", "SyncWorker", "is_transient", "load_position"]
+__all__ = [
+    "FeedFactory",
+    "SyncOptions",
+    "SyncWorker",
+    "WatermarkSink",
+    "is_transient",
+    "load_position",
+]
 
 log = logging.getLogger("migrators.sync")
 
@@ -71,6 +84,14 @@ _CONNECTION_ERRORS = (
 FeedFactory = Callable[[asyncpg.Connection], Feed]
 StepHook = Callable[[str], Awaitable[None]]
 CommitObserver = Callable[[FeedBatch, float], None]
+
+
+class WatermarkSink(Protocol):
+    """Where a forward sync says how far it has applied (``ConsistencyStore``)."""
+
+    async def publish_watermark(
+        self, entity: str, direction: Any, applied_up_to: float
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -96,8 +117,6 @@ def is_transient(exc: BaseException) -> bool:
 
 
 async def load_position(conn: asyncpg.Connection, entity: str, feed: str) -> dict[str, Any] | None:
-    import json
-
     value = await conn.fetchval(
         "SELECT position FROM migration_feed_positions WHERE entity = $1 AND feed = $2",
         entity,
@@ -128,6 +147,7 @@ class SyncWorker:
         metrics: SyncMetrics | None = None,
         name: str | None = None,
         step_hook: StepHook | None = None,
+        watermarks: WatermarkSink | None = None,
     ) -> None:
         self.spec = spec
         self._make_feed = make_feed
@@ -139,6 +159,7 @@ class SyncWorker:
         # Called at named points of a batch ("before-write", "committed", "acknowledged"):
         # where tests cut the worker down.
         self._step_hook = step_hook
+        self._watermarks = watermarks
         self.commit_observers: list[CommitObserver] = []
         self.leading = False
         self.events_applied = 0
@@ -221,8 +242,10 @@ class SyncWorker:
             )
             last_beat = time.monotonic()
             while True:
+                read_at = time.time()
                 batch = await feed.next_batch(self.options.batch_size)
                 if batch is None:
+                    await self._publish_watermark(read_at)
                     self.metrics.lag.labels(entity, feed.name).set(0)
                     if time.monotonic() - last_beat >= self.options.heartbeat_seconds:
                         await beat(conn, entity, feed=feed.name, worker=self.name, lag_seconds=0.0)
@@ -231,6 +254,8 @@ class SyncWorker:
                         return True
                     continue
                 applied, lag = await self._apply(conn, feed.name, batch)
+                if batch.caught_up:
+                    await self._publish_watermark(read_at)
                 await beat(
                     conn, entity, feed=feed.name, worker=self.name, lag_seconds=lag, applied=applied
                 )
@@ -244,6 +269,16 @@ class SyncWorker:
                     await release_leadership(conn, entity)
                 except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
                     pass  # the lock goes with the session anyway
+
+    async def _publish_watermark(self, applied_up_to: float) -> None:
+        """Tell the proxies every change read before ``applied_up_to`` is applied; a failure
+        only keeps their pins longer (they expire), so it never stops the sync."""
+        if self._watermarks is None:
+            return
+        try:
+            await self._watermarks.publish_watermark(self.spec.name, "forward", applied_up_to)
+        except Exception as exc:  # redis raises many kinds; none may stop the sync
+            log.warning("%s sync: watermark not published: %s", self.spec.name, exc)
 
     async def _held_back(self, conn: asyncpg.Connection, ids: list[str]) -> set[str]:
         """Ids whose outbox rows still wait: PostgreSQL is ahead of MongoDB for them."""
@@ -379,7 +414,3 @@ def _item(event: FeedEvent) -> SourceItem:
     assert event.legacy_id is not None
     document = strip_origin(event.document) if event.document is not None else None
     return SourceItem(event.legacy_id, document, event.version)
-
-
-def describe_position(position: Mapping[str, Any] | None) -> str:
-    return "start" if not position else ", ".join(f"{k}={v}" for k, v in sorted(position.items()))
