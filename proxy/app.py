@@ -2,7 +2,8 @@
 
 Per request: one table lookup, one fence check for writes, then one of
 
-- legacy (every write outside ``new``, every unknown path, every WebSocket): streamed;
+- legacy (every write outside ``new``, every unknown path, every WebSocket): streamed; a
+  write legacy took names the documents it touched to the forward sync (proxy/touched.py);
 - shadow read: legacy streams to the client; a sampled one is recorded and handed to the
   comparator with the new-side handler as the other side;
 - canary read: the tenant's stable bucket picks the side, unless the tenant's own write is
@@ -35,6 +36,7 @@ from proxy.headers import UpstreamHeaders, upstream_headers
 from proxy.metrics import ProxyMetrics
 from proxy.reload import TableHolder
 from proxy.table import UNROUTED, EntityPlan, Route
+from proxy.touched import TouchedRecorder
 from proxy.websocket import WebSocketForwarder
 from strangler.errors import ServiceUnavailable
 from strangler.exchange import NewSideHandler, RecordedRequest, RecordedResponse, ShadowSink
@@ -67,6 +69,7 @@ class ProxyApp:
         sample: Callable[[], float] = random.random,
         consistency: ConsistencyStore | None = None,
         write_deadline: float = 30.0,
+        touched: TouchedRecorder | None = None,
     ) -> None:
         self.tables = tables
         self.fences = fences
@@ -82,6 +85,8 @@ class ProxyApp:
         # How long a write may take at most (the upstream read timeout): a write's pin is
         # dated this far ahead until the write is done.
         self._write_deadline = write_deadline
+        # Names the documents of legacy writes to the forward sync (None: the sweep alone).
+        self.touched = touched
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -141,7 +146,9 @@ class ProxyApp:
         mode = plan.mode
         if mode == "canary" and route.is_write and self.consistency is not None:
             return await self._canary_write(route, scope, receive, send, hdrs), "legacy"
-        if mode == "legacy" or (route.is_write and mode != "new"):
+        if route.is_write and mode != "new":
+            return await self._legacy_write(route, scope, receive, send, hdrs), "legacy"
+        if mode == "legacy":
             return await self.legacy.stream(scope, receive, send, hdrs), "legacy"
         handler = route.handler
         if handler is None:  # the validator prevents this; stay safe if it ever happens
@@ -192,9 +199,28 @@ class ProxyApp:
             # Pinned ahead, with a moment no earlier than the write's completion, so that no
             # watermark can release the pin before legacy has the write.
             await self._note_write(entity, tenant, time.time() + self._write_deadline)
-        status = await self.legacy.stream(scope, receive, send, hdrs)
+        status = await self._legacy_write(route, scope, receive, send, hdrs)
         if tenant is not None and status < 400:
             await self._note_write(entity, tenant, time.time())
+        return status
+
+    async def _legacy_write(
+        self, route: Route, scope: dict[str, Any], receive: Any, send: Any, hdrs: UpstreamHeaders
+    ) -> int:
+        """A write legacy takes; once it answered 2xx (the client has the answer), the ids
+        it touched go to the forward sync's touched streams."""
+        entity = route.entity.name
+        if self.touched is None or not self.touched.wants(entity):
+            return await self.legacy.stream(scope, receive, send, hdrs)
+        capture = Capture(self._limits.max_sample_bytes)
+        status = await self.legacy.stream(scope, receive, send, hdrs, capture)
+        if 200 <= status < 300 and not capture.too_large:
+            await self.touched.record(
+                entity,
+                self._subscription(scope),
+                b"".join(capture.request_body),
+                b"".join(capture.response_body),
+            )
         return status
 
     async def _note_write(self, entity: str, tenant: str, at: float) -> None:

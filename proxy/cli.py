@@ -21,6 +21,7 @@ from proxy.rules import load_rules
 from proxy.server import ProxyConfig, ProxyInstance, fastest_loop, serve
 from proxy.shadow import load_shadow_sink
 from proxy.table import compile_table
+from proxy.touched import TouchedRecorder
 from proxy.upstream import UPSTREAM_CLIENTS, Timeouts
 from strangler.config import Settings, load_settings, redact_url
 from strangler.errors import ConfigError, ServiceUnavailable
@@ -139,17 +140,21 @@ async def _open_services(
     return HandlerDeps(settings=settings, pg_pool=pg_pool, redis=redis_client)
 
 
-def _consistency_store(stack: AsyncExitStack, settings: Settings) -> ConsistencyStore:
-    """Read-your-writes pins for canary entities, on a Redis client of the proxy's own.
+def _write_tracking(
+    stack: AsyncExitStack, settings: Settings, metrics: ProxyMetrics
+) -> tuple[ConsistencyStore, TouchedRecorder]:
+    """Read-your-writes pins for canary entities and the touched ids of legacy writes, on a
+    Redis client of the proxy's own.
 
     The client connects on first use (a Redis outage never stops the proxy: canary reads then
-    go to legacy), and its short timeouts bound what a hung Redis can add to a request.
+    go to legacy, and the sweep finds what the touched ids missed), and its short timeouts
+    bound what a hung Redis can add to a request.
     """
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
     stack.push_async_callback(client.aclose)
-    return ConsistencyStore(client)
+    return ConsistencyStore(client), TouchedRecorder(client, metrics.registry)
 
 
 async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
@@ -180,13 +185,15 @@ async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
         if runner is not None:
             await runner.start()
             stack.push_async_callback(runner.stop)
+        consistency, touched = _write_tracking(stack, settings, metrics)
         instance = ProxyInstance(
             config,
             settings.jwt_secret,
             registry,
             sink,
             metrics,
-            consistency=_consistency_store(stack, settings),
+            consistency=consistency,
+            touched=touched,
         )
         try:
             await serve(instance)

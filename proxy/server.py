@@ -29,6 +29,7 @@ from proxy.forward import LegacyForwarder
 from proxy.metrics import ProxyMetrics
 from proxy.registry import HandlerRegistry
 from proxy.reload import TableHolder
+from proxy.touched import TouchedRecorder
 from proxy.upstream import UPSTREAM_CLIENTS, Timeouts
 from proxy.websocket import WebSocketForwarder
 from strangler.exchange import ShadowSink
@@ -94,6 +95,7 @@ class ProxyInstance:
         sink: ShadowSink,
         metrics: ProxyMetrics | None = None,
         consistency: ConsistencyStore | None = None,
+        touched: TouchedRecorder | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or ProxyMetrics()
@@ -117,6 +119,7 @@ class ProxyInstance:
             config.limits,
             consistency=consistency,
             write_deadline=config.timeouts.read,
+            touched=touched,
         )
         self.admin_app = build_admin_app(self.tables, self.fences, self.metrics, config.instance)
         self._servers: list[_SharedLoopServer] = []
