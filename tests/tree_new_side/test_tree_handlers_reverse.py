@@ -12,8 +12,10 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from tree_handler_support import Sides, Tenant
+import httpx
+from tree_handler_support import SECRET, Sides, Tenant
 
+from legacy_emulator.app import create_app
 from migrators.origin import ORIGIN_FIELD
 from migrators.registry import default_registry
 from migrators.reverse import apply_pending
@@ -146,3 +148,81 @@ async def test_reverse_sync_of_new_side_writes_gives_legacy_documents(
         return sorted(entries, key=lambda a: [str(a[k]) for k in order])
 
     assert await activity(behind) == await activity(sides.db)
+
+
+async def test_switching_back_to_legacy_after_cascades_shows_what_the_new_side_showed(
+    fresh_sides: Sides, tenant: Tenant
+) -> None:
+    """Deletes that cascade and prune dependency lists, written by the new side only, then
+    carried back: legacy serving the rebuilt documents answers every read as the new side
+    did (the lists it now holds are the pruned ones; what the new side hid, it hides)."""
+    sides = fresh_sides
+
+    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await sides.call_new("POST", path, tenant, body=body)
+        assert response.status in (200, 201), response.body
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    ws = (await post(f"{WS}/addWorkspace", {"workspace_name": "w"}))["workspace_id"]
+    folders, jobs, flows = [], [], []
+    for f in range(2):
+        folders.append(
+            (await post(f"{WS}/addFolder", {"workspace_id": ws, "folder_name": f"f{f}"}))[
+                "folder_id"
+            ]
+        )
+        for j in range(2):
+            job = await post(
+                f"{WS}/addJob", {"workspace_id": ws, "folder_id": folders[-1], "job_name": f"j{j}"}
+            )
+            jobs.append((folders[-1], job["job_id"]))
+            for n in range(2):
+                flow = await post(
+                    f"{WF}/addWorkflow",
+                    {
+                        "workspace_id": ws,
+                        "folder_id": folders[-1],
+                        "job_id": job["job_id"],
+                        "workflow_name": f"w{n}",
+                    },
+                )
+                flows.append(flow["workflow_id"])
+    folder, job = jobs[3]
+    await post(
+        f"{WS}/updateJob",
+        {"workspace_id": ws, "folder_id": folder, "job_id": job, "workflow_dependency": flows},
+    )
+    await post(
+        f"{WF}/updateWorkflow", {"workflow_id": flows[0], "description": "edited", "version": 1}
+    )
+    await post(f"{WF}/checkOut", {"workflow_id": flows[1]})
+    await post(f"{WF}/checkIn", {"workflow_id": flows[1], "comment": "c"})
+    await post(f"{WF}/deleteWorkflow", {"workflow_id": flows[2]})
+    await post(
+        f"{WS}/deleteJob", {"workspace_id": ws, "folder_id": jobs[2][0], "job_id": jobs[2][1]}
+    )
+    await post(f"{WS}/deleteFolder", {"workspace_id": ws, "folder_id": folders[0]})
+
+    behind = open_database(f"memory://tree-new-side-back-{secrets.token_hex(4)}")
+    for name in ("workflows", "workspaces", "workflow_versions"):
+        result = await apply_pending(
+            sides.pool, behind, default_registry().get(name), MappingContext()
+        )
+        assert result.failed == 0, result.errors
+    app = create_app(behind, jwt_secret=SECRET)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://legacy") as client:
+        back = Sides(client, sides.registry, behind, sides.pool, sides.clock)
+        tree = await back.same("GET", f"{WS}/getWorkspace", tenant, {"workspace_id": ws})
+        remaining = tree["data"]["folders"]
+        assert [f["folder_id"] for f in remaining] == [folders[1]]
+        assert [j["job_id"] for j in remaining[0]["jobs"]] == [job]
+        assert remaining[0]["jobs"][0]["workflow_dependency"] == flows[6:]
+        await back.same("GET", f"{WS}/getAllWorkspace", tenant)
+        await back.same("GET", f"{WF}/getWorkflows", tenant, {"workspace_id": ws, "per_page": 100})
+        for workflow_id in flows:
+            await back.same("GET", f"{WF}/getWorkflow", tenant, {"workflow_id": workflow_id})
+            await back.same("GET", f"{WF}/getVersions", tenant, {"workflow_id": workflow_id})
+        for _, job_id in jobs:
+            await back.same("GET", f"{WF}/getWorkflows", tenant, {"job_id": job_id})
