@@ -119,14 +119,20 @@ class TouchedReader:
     async def read(self, count: int, block_ms: int) -> list[TouchedEntry]:
         """Entries a previous leader left unacknowledged first, then new ones."""
         try:
-            if self._draining_pending:
+            while self._draining_pending:
                 reply = await self._redis.xreadgroup(
                     CONSUMER_GROUP, LEADER_CONSUMER, {self.key: "0"}, count=count
                 )
                 entries = self._entries(reply)
+                trimmed = self._trimmed(reply)
+                if trimmed:
+                    # Trimmed from the stream while pending: nothing left to read (the sweep
+                    # covers those ids); acknowledged so that the pending list drains.
+                    await self._redis.xack(self.key, CONSUMER_GROUP, *trimmed)
                 if entries:
                     return entries
-                self._draining_pending = False
+                if not trimmed:
+                    self._draining_pending = False
             reply = await self._redis.xreadgroup(
                 CONSUMER_GROUP,
                 LEADER_CONSUMER,
@@ -137,6 +143,10 @@ class TouchedReader:
         except RedisError as exc:
             raise _unavailable(exc) from exc
         return self._entries(reply)
+
+    @staticmethod
+    def _trimmed(reply: Any) -> list[str]:
+        return [_decode(i) for _s, items in reply or () for i, fields in items if not fields]
 
     @staticmethod
     def _entries(reply: Any) -> list[TouchedEntry]:

@@ -178,3 +178,21 @@ class _NoRedis:
 
     async def xack(self, *args: object) -> int:
         return 0
+
+
+async def test_entries_trimmed_while_pending_do_not_stay_pending(
+    touched_redis: tuple[aioredis.Redis, str],
+) -> None:
+    redis, prefix = touched_redis
+    await record_touched(redis, "connectors", ["cn_a", "cn_b", "cn_c"], prefix=prefix)
+    reader = TouchedReader(redis, "connectors", prefix=prefix)
+    await reader.ensure_group()
+    taken = await reader.read(10, block_ms=10)
+    # The leader dies; meanwhile the stream is trimmed past two of its pending entries.
+    await redis.xdel(reader.key, taken[0].entry_id, taken[1].entry_id)
+    successor = TouchedReader(redis, "connectors", prefix=prefix)
+    await successor.ensure_group()
+    again = await successor.read(10, block_ms=10)
+    assert [e.legacy_id for e in again] == ["cn_c"]
+    await successor.acknowledge([e.entry_id for e in again])
+    assert await successor.pending_count() == 0
