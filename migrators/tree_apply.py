@@ -105,13 +105,15 @@ def _encode(value: Any, type_name: str) -> Any:
 async def _stage(
     conn: asyncpg.Connection, child: ChildTable, rows: Sequence[tuple[int, Row]]
 ) -> tuple[str, tuple[str, ...]]:
-    """COPY the rows into the child's staging table; returns its name and the columns."""
+    """COPY the rows into the child's staging table; returns its name and the columns.
+
+    The table is emptied by every commit (and a rollback takes its rows too); each
+    child table is staged once per batch transaction."""
     stage = f"strangler_child_{child.table}"
     await conn.execute(
         f"""CREATE TEMP TABLE IF NOT EXISTS {stage}
             (LIKE {child.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
     )
-    await conn.execute(f"TRUNCATE {stage}")  # a batch may stage twice in one transaction
     types = await _types(conn, child.table)
     columns: tuple[str, ...] = tuple(rows[0][1]) if rows else ()
     unknown = [c for c in columns if c not in types]
