@@ -44,6 +44,7 @@ __all__ = [
     "BackfillSummary",
     "backfill_entity",
     "legacy_id_filter",
+    "legacy_id_match",
     "legacy_id_of",
     "now_ms",
 ]
@@ -87,6 +88,13 @@ def legacy_id_of(spec: EntitySpec, document: Document) -> str:
     if spec.id_field == "_id" and isinstance(value, ObjectId):
         return str(value)
     return "_id:" + json_util.dumps(document.get("_id"), json_options=CANONICAL_JSON_OPTIONS)
+
+
+def legacy_id_match(spec: EntitySpec, legacy_id: str) -> dict[str, Any]:
+    """The equality filter of one document by its legacy id (an upsert takes ``_id`` from it)."""
+    if spec.id_field == "_id" and ObjectId.is_valid(legacy_id):
+        return {"_id": ObjectId(legacy_id)}
+    return {spec.id_field: legacy_id}
 
 
 def legacy_id_filter(spec: EntitySpec, legacy_ids: list[str]) -> dict[str, Any]:

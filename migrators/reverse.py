@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 from bson import ObjectId
 
+from migrators.backfill import legacy_id_match
 from migrators.origin import ORIGIN_FIELD, origin_marker
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
@@ -122,7 +123,7 @@ async def _apply_one(
     # $set, as legacy writes its documents: the event carries the marker among its updated
     # fields (the forward sync's echo test), and fields outside the mapping are kept.
     await db[spec.collection].update_one(
-        {spec.id_field: outbox["legacy_id"]}, {"$set": document}, upsert=True
+        legacy_id_match(spec, outbox["legacy_id"]), {"$set": document}, upsert=True
     )
     payload = outbox["payload"]
     payload = json.loads(payload) if isinstance(payload, str) else payload

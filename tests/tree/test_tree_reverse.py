@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-from tree_support import WORKFLOWS, WORKSPACES
+from bson import ObjectId
+from tree_support import SUBSCRIPTION, WORKFLOWS, WORKSPACES, with_tenant
 
 from legacy_emulator.app import create_app
 from legacy_emulator.generator import seed_store
@@ -126,3 +127,37 @@ async def test_reverse_sync_rebuilds_the_documents_the_emulator_wrote(pg, databa
         assert rebuilt == wanted, collection
     written = await behind_store["workspace"].find_one({"workspace_id": workspace_id})
     assert written[ORIGIN_FIELD]["by"] == "reverse-sync"
+
+
+async def test_a_version_written_on_the_new_side_lands_under_its_object_id(pg, database_url, ctx):
+    await with_tenant(pg)
+    versions = default_registry().get("workflow_versions")
+    minted = ObjectId()  # the new side mints version ids as legacy's _id would be
+    entry = {
+        "_id": minted,
+        "workflow_id": "wf_00000000000c",
+        "version_number": 2,
+        "change_type": "check_in",
+        "comment": "ship it",
+        "created_by": "usr_0000000000aa",
+        "workflow_snapshot": {"workflow_id": "wf_00000000000c", "subscription_id": SUBSCRIPTION},
+    }
+    await write_batch(pg, versions, [SourceItem(str(minted), entry, 1)], ctx=ctx)
+    await pg.execute(
+        "INSERT INTO migration_outbox (subscription_id, entity, legacy_id, operation, payload) "
+        "VALUES ($1, 'workflow_versions', $2, 'insert', '{}')",
+        SUBSCRIPTION,
+        str(minted),
+    )
+    store = open_database(f"memory://tree-rev-v-{secrets.token_hex(4)}")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        for _ in range(2):  # applying again replaces, never duplicates
+            await pg.execute("UPDATE migration_outbox SET applied_at = NULL")
+            result = await apply_pending(pool, store, versions, ctx)
+            assert (result.applied, result.failed) == (1, 0)
+    finally:
+        await pool.close()
+    stored = await store["workflow_versions"].find({}).to_list(None)
+    assert len(stored) == 1 and stored[0]["_id"] == minted
+    assert _comparable(stored[0]) == {**_comparable(entry), "created_at": None}
