@@ -6,6 +6,7 @@ from __future__ import annotations
 import bson
 from tree_support import (
     SUBSCRIPTION,
+    WORKFLOWS,
     WORKSPACES,
     apply,
     edited,
@@ -141,3 +142,46 @@ async def test_names_swapped_or_taken_over_within_one_document_apply(pg, ctx):
     changed = edited(document, swap_and_replace)
     await apply(pg, ctx, [changed])
     assert WORKSPACES.to_document(await rows_of(pg, document["workspace_id"]), ctx) == changed
+
+
+async def test_every_disagreement_between_tree_and_workflow_documents_is_reported(pg, ctx):
+    await with_tenant(pg)
+    document = workspace_doc(n=5, folders=1, jobs=1, workflows=4)
+    job = document["folders"][0]["jobs"][0]
+    job["workflow_dependency"].append("wf_gone00000000")
+    entries = job["workflows"]
+
+    def workflow(entry, **changes):
+        return {"workflow_id": entry["workflow_id"], "subscription_id": SUBSCRIPTION,
+                "workspace_id": document["workspace_id"],
+                "folder_id": document["folders"][0]["folder_id"], "job_id": job["job_id"],
+                "workflow_name": entry["workflow_name"], "d_flag": False,
+                "workFlowDiagram": entry["workFlowDiagram"], **changes}  # fmt: skip
+
+    documents = [
+        workflow(entries[0]),  # agrees with its entry
+        workflow(entries[1], workflow_name="Renamed since"),
+        workflow(entries[2], job_id="jb_elsewhere0000"),
+        # entries[3] has no workflow document
+        workflow({**entries[0], "workflow_id": "wf_unlisted00000"}, workflow_name="Unlisted"),
+    ]
+    await apply(pg, ctx, documents, spec=WORKFLOWS)
+    result = await apply(pg, ctx, [document])
+    tree_kinds = {"dangling_dependency", "placement_differs", "stale_summary",
+                  "tree_entry_without_workflow", "workflow_not_in_tree"}  # fmt: skip
+    reported = {
+        (note.kind, next(w for w in ids if w in note.detail))
+        for ids in [[e["workflow_id"] for e in entries] + ["wf_gone00000000", "wf_unlisted00000"]]
+        for _, note in result.notes
+        if note.kind in tree_kinds
+    }
+    assert reported == {
+        ("dangling_dependency", "wf_gone00000000"),
+        ("dangling_dependency", entries[3]["workflow_id"]),  # the job runs it, too
+        ("stale_summary", entries[1]["workflow_id"]),
+        ("placement_differs", entries[2]["workflow_id"]),
+        ("tree_entry_without_workflow", entries[3]["workflow_id"]),
+        ("workflow_not_in_tree", "wf_unlisted00000"),
+    }
+    assert sum(note.kind in tree_kinds for _, note in result.notes) == 6
+    assert {workspace for workspace, _ in result.notes} == {document["workspace_id"]}
