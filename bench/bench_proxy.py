@@ -33,6 +33,8 @@ CONNECTIONS = 32
 PATH = "/connectors/getConnectors?page=1&per_page=20"
 # What the issue measured here for a Starlette proxy (requests/s at 32 connections).
 ISSUE_BASELINE = {"httpx proxy": 460, "aiohttp proxy": 6000, "nginx": 42000}
+TARGET_RATIO = 0.25
+TARGET_ADDED_P50_MS = 2.0
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 _BODY = json.dumps(
@@ -264,34 +266,81 @@ def _load_average() -> str:
         return "?"
 
 
-def _row(name: str, result: dict[str, float | str] | None, note: str = "") -> str:
+def _row(
+    name: str,
+    result: dict[str, float | str] | None,
+    note: str = "",
+    nginx: dict[str, float | str] | None = None,
+    direct: dict[str, float | str] | None = None,
+) -> str:
     if result is None:
-        return f"{name:<34} {'-':>10} {'-':>9} {'-':>9}  {note}"
+        return f"{name:<30} {'-':>8} {'-':>7} {'-':>7} {'-':>7} {'-':>7}  {note}"
     errs = f" ({result['errors']:.0f} errors)" if result.get("errors") else ""
     note = f"load {result['load']}; {note}" if "load" in result else note
     if "cpu_us" in result:
         cpu = float(result["cpu_us"])
         note = f"{cpu:.0f} us CPU/request (~{1e6 / cpu:,.0f}/s per core); {note}"
+    ratio = f"{float(result['rps']) / float(nginx['rps']):.2f}" if nginx else "-"
+    added = f"{float(result['p50_ms']) - float(direct['p50_ms']):+.2f}" if direct else "-"
     return (
-        f"{name:<34} {result['rps']:>10,.0f} {result['p50_ms']:>9.2f} {result['p99_ms']:>9.2f}"
-        f"  {note}{errs}"
+        f"{name:<30} {result['rps']:>8,.0f} {result['p50_ms']:>7.2f} {result['p99_ms']:>7.2f}"
+        f" {ratio:>7} {added:>7}  {note}{errs}"
     )
+
+
+def _nginx_binary() -> str | None:
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+
+
+def _measure_nginx(nginx: str, tmp: str, upstream: int, seconds: float) -> dict[str, float | str]:
+    port = _free_port()
+    conf = pathlib.Path(tmp) / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(workers=1, tmp=tmp, upstream=upstream, port=port))
+    with _process([nginx, "-c", str(conf), "-g", "daemon off;"], port, "nginx"):
+        return _measure(f"http://127.0.0.1:{port}{PATH}", seconds)
+
+
+def _measure_proxy(
+    rules: pathlib.Path, env: dict[str, str], seconds: float, *options: str
+) -> dict[str, float | str]:
+    port, admin = _free_port(), _free_port()
+    serve = [
+        sys.executable, "-m", "strangler.cli", "proxy", "serve", "--host", "127.0.0.1",
+        "--port", str(port), "--admin-port", str(admin), "--rules", str(rules), *options,
+    ]  # fmt: skip
+    with _process(serve, port, f"proxy ({' '.join(options)})", env) as proxy:
+        # One short warm-up run fills the upstream pool before the measured one.
+        _generate_load(f"http://127.0.0.1:{port}{PATH}", 1)
+        cpu_before = _cpu_seconds(proxy.pid)
+        result = _measure(f"http://127.0.0.1:{port}{PATH}", seconds)
+        # CPU per request does not depend on what else the machine runs: it says what one
+        # dedicated core would serve (1e6 / us_per_request).
+        result["cpu_us"] = (
+            (_cpu_seconds(proxy.pid) - cpu_before) / (float(result["rps"]) * seconds) * 1e6
+        )
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench_proxy")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--httpx", action="store_true", help="also measure the ASGI engine with httpx (slow)"
+    )
     args = parser.parse_args(argv if argv is not None else [])
     upstream = _free_port()
     env = {**os.environ, "LEGACY_URL": f"http://127.0.0.1:{upstream}"}
     env.pop("PYTHONPATH", None)
-    rows: list[str] = []
     print(
         f"load: {'wrk -t2' if shutil.which('wrk') else 'aiohttp client process'}, "
         f"{CONNECTIONS} connections, {args.seconds:g} s per target, GET {PATH}; "
-        f"{os.cpu_count()} CPUs shared by load generator, proxy and upstream",
+        f"{os.cpu_count()} CPUs shared by load generator, proxy and upstream; "
+        "one process each for nginx (1 worker) and the proxy",
         flush=True,
     )
+    nginx_binary = _nginx_binary()
     with (
         tempfile.TemporaryDirectory() as tmp,
         _process(
@@ -302,59 +351,46 @@ def main(argv: list[str] | None = None) -> None:
     ):
         rules = pathlib.Path(tmp) / "routing_rules.yaml"
         shutil.copy(REPO / "routing_rules.yaml", rules)
-        rows.append(
-            _row("direct to upstream", _measure(f"http://127.0.0.1:{upstream}{PATH}", args.seconds))
+        direct = _measure(f"http://127.0.0.1:{upstream}{PATH}", args.seconds)
+        nginx = (
+            None
+            if nginx_binary is None
+            else _measure_nginx(nginx_binary, tmp, upstream, args.seconds)
         )
-        for client, baseline in (("aiohttp", "aiohttp proxy"), ("httpx", "httpx proxy")):
-            port, admin = _free_port(), _free_port()
-            serve = [
-                sys.executable, "-m", "strangler.cli", "proxy", "serve", "--host", "127.0.0.1",
-                "--port", str(port), "--admin-port", str(admin), "--rules", str(rules),
-                "--upstream-client", client,
-            ]  # fmt: skip
-            with _process(serve, port, f"proxy ({client})", env) as proxy:
-                cpu_before = _cpu_seconds(proxy.pid)
-                result = _measure(f"http://127.0.0.1:{port}{PATH}", args.seconds)
-                # CPU per request does not depend on what else the machine runs: it says
-                # what one dedicated core would serve (1e6 / us_per_request).
-                result["cpu_us"] = (
-                    (_cpu_seconds(proxy.pid) - cpu_before)
-                    / (float(result["rps"]) * args.seconds)
-                    * 1e6
-                )
-            rows.append(
-                _row(
-                    f"strangler proxy, legacy ({client})",
-                    result,
-                    f"issue's Starlette+{client}: {ISSUE_BASELINE[baseline]:,}/s",
+        proxies = [
+            ("proxy, legacy, fast engine", ("--engine", "fast"), ""),
+            (
+                "proxy, legacy, asgi engine",
+                ("--engine", "asgi", "--upstream-client", "aiohttp"),
+                "uvicorn+aiohttp; issue's Starlette+aiohttp: "
+                f"{ISSUE_BASELINE['aiohttp proxy']:,}/s",
+            ),
+        ]
+        if args.httpx:
+            proxies.append(
+                (
+                    "proxy, legacy, asgi (httpx)",
+                    ("--engine", "asgi", "--upstream-client", "httpx"),
+                    f"issue's Starlette+httpx: {ISSUE_BASELINE['httpx proxy']:,}/s",
                 )
             )
-        nginx = shutil.which("nginx") or (
-            "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
-        )
-        if nginx is None:
-            rows.append(
-                _row("nginx", None, "skipped: nginx is not installed (apt-get install nginx)")
-            )
-        else:
-            for workers in (1, os.cpu_count() or 1):
-                port = _free_port()
-                conf = pathlib.Path(tmp) / f"nginx-{workers}.conf"
-                conf.write_text(
-                    _NGINX_CONF.format(workers=workers, tmp=tmp, upstream=upstream, port=port)
-                )
-                with _process([nginx, "-c", str(conf), "-g", "daemon off;"], port, "nginx"):
-                    result = _measure(f"http://127.0.0.1:{port}{PATH}", args.seconds)
-                rows.append(
-                    _row(
-                        f"nginx, {workers} worker{'s' if workers > 1 else ''}",
-                        result,
-                        f"issue's nginx: {ISSUE_BASELINE['nginx']:,}/s",
-                    )
-                )
-    print(f"{'target':<34} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
-    for row in rows:
-        print(row)
+        measured = [
+            (name, _measure_proxy(rules, env, args.seconds, *options), note)
+            for name, options, note in proxies
+        ]
+    print(f"{'target':<30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'/nginx':>7} {'+p50':>7}")
+    print(_row("direct to upstream", direct, nginx=nginx))
+    if nginx is None:
+        print(_row("nginx", None, "skipped: nginx is not installed (apt-get install nginx)"))
+    else:
+        note = f"issue's nginx: {ISSUE_BASELINE['nginx']:,}/s"
+        print(_row("nginx, 1 worker", nginx, note, nginx=nginx, direct=direct))
+    for name, result, note in measured:
+        print(_row(name, result, note, nginx=nginx, direct=direct))
+    print(
+        f"target (issue): at least {TARGET_RATIO} of nginx's req/s (/nginx) and at most "
+        f"+{TARGET_ADDED_P50_MS:g} ms over the direct p50 (+p50)"
+    )
 
 
 if __name__ == "__main__":

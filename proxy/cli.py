@@ -18,7 +18,7 @@ from proxy.handlers import HANDLER_MODULES
 from proxy.metrics import ProxyMetrics
 from proxy.registry import HandlerDeps, load_handler_modules, required_services
 from proxy.rules import load_rules
-from proxy.server import ProxyConfig, ProxyInstance, fastest_loop, serve
+from proxy.server import ENGINES, ProxyConfig, ProxyInstance, fastest_loop, serve
 from proxy.shadow import load_shadow_sink
 from proxy.table import compile_table
 from proxy.touched import TouchedRecorder
@@ -74,6 +74,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         choices=sorted(UPSTREAM_CLIENTS),
         default="aiohttp",
         help="HTTP client for the legacy hop (aiohttp: the measured fastest)",
+    )
+    s.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="fast",
+        help="fast: legacy-mode requests forwarded by the proxy's own HTTP/1.1 engine, the "
+        "rest by the ASGI app in-process (default); asgi: uvicorn serves the ASGI app for all",
     )
     s.add_argument(
         "--shadow-rules",
@@ -169,6 +176,7 @@ async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
         limits=Limits(max_sample_bytes=args.max_sample_bytes),
         watch_interval=args.watch_interval,
         upstream_client=args.upstream_client,
+        engine=args.engine,
     )
     async with AsyncExitStack() as stack:
         deps = await _open_services(stack, settings, required_services(HANDLER_MODULES))

@@ -24,6 +24,7 @@ import uvicorn
 from proxy.admin import build_admin_app
 from proxy.app import Limits, ProxyApp
 from proxy.consistency import ConsistencyStore
+from proxy.engine import FastServer
 from proxy.fence import FenceBoard
 from proxy.forward import LegacyForwarder
 from proxy.metrics import ProxyMetrics
@@ -34,7 +35,9 @@ from proxy.upstream import UPSTREAM_CLIENTS, Timeouts
 from proxy.websocket import WebSocketForwarder
 from strangler.exchange import ShadowSink
 
-__all__ = ["ProxyConfig", "ProxyInstance", "fastest_loop", "serve"]
+__all__ = ["ENGINES", "ProxyConfig", "ProxyInstance", "fastest_loop", "serve"]
+
+ENGINES = ("fast", "asgi")
 
 log = logging.getLogger("proxy.server")
 
@@ -51,6 +54,9 @@ class ProxyConfig:
     limits: Limits = field(default_factory=Limits)
     watch_interval: float = 1.0
     upstream_client: str = "aiohttp"
+    # "fast": the proxy port is served by proxy/engine.py (legacy mode forwarded by callbacks,
+    # the rest by the ASGI app in-process); "asgi": uvicorn serves the ASGI app for all.
+    engine: str = "fast"
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
 
 
@@ -123,6 +129,7 @@ class ProxyInstance:
         )
         self.admin_app = build_admin_app(self.tables, self.fences, self.metrics, config.instance)
         self._servers: list[_SharedLoopServer] = []
+        self._fast: FastServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
@@ -155,7 +162,13 @@ class ProxyInstance:
             raise
         await self.upstream.start()
         await self.websockets.start()
-        for app, sock in ((self.app, self._sockets[0]), (self.admin_app, self._sockets[1])):
+        served: list[tuple[Any, socket.socket]] = [(self.admin_app, self._sockets[1])]
+        if self.config.engine == "fast":
+            self._fast = FastServer(self.app, self.config.legacy_url, self.config.timeouts)
+            await self._fast.start(self._sockets[0])
+        else:
+            served.insert(0, (self.app, self._sockets[0]))
+        for app, sock in served:
             server = _SharedLoopServer(
                 uvicorn.Config(
                     app,
@@ -188,6 +201,9 @@ class ProxyInstance:
             self._watcher = None
         for server in self._servers:
             server.should_exit = True
+        if self._fast is not None:
+            await self._fast.stop()
+            self._fast = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._servers.clear()
