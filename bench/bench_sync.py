@@ -52,6 +52,10 @@ THROUGHPUT_EVENTS = 20_000
 THROUGHPUT_DOCUMENTS = 2_000
 TARGET_RATE = 1_000  # events/s
 LAG_SECONDS = 20
+CS_LAG_SECONDS = 10
+# The in-process store scans every document for each updateLookup (about 9 us a document
+# in mongomock, where a server uses its _id index): few documents keep that cost apart.
+CS_LAG_DOCUMENTS = 20
 LAG_DOCUMENTS = 200
 SWEEP_BUCKETS, SWEEP_PER_ROUND, SWEEP_INTERVAL = 64, 16, 5.0  # the CLI's defaults
 
@@ -260,6 +264,57 @@ async def _lag_at_target_rate(
     return written, written / elapsed, lags
 
 
+async def _change_stream_lag(url: str, box: SecretBox) -> tuple[int, list[float]]:
+    """Updates at TARGET_RATE through the event log for CS_LAG_SECONDS, worker running."""
+    collection = open_database(f"memory://bench-sync-cslag-{secrets.token_hex(4)}")["connectors"]
+    log = EventLog(collection, id_field="connector_id")
+    conn = await asyncpg.connect(url)
+    try:  # a new event log: the throughput run's resume token means nothing to it
+        await conn.execute("DELETE FROM migration_feed_positions WHERE feed = 'change-stream'")
+    finally:
+        await conn.close()
+    for n in range(CS_LAG_DOCUMENTS):
+        await log.insert(_doc(n, 0))
+    lags: list[float] = []
+
+    def observe(batch: FeedBatch, committed_at: float) -> None:
+        lags.extend(committed_at - e.occurred_at for e in batch.events if e.occurred_at)
+
+    worker = SyncWorker(
+        SPEC,
+        lambda _c: ChangeStreamFeed(SPEC, log),
+        url,
+        box.context(),
+        options=SyncOptions(batch_size=500),
+    )
+    await worker.run(once=True)  # catches up with the inserts; lag counted from here on
+    worker.commit_observers.append(observe)
+    task = asyncio.create_task(worker.run())
+    written = 0
+    try:
+        started = time.perf_counter()
+        while time.perf_counter() < started + CS_LAG_SECONDS:
+            due = int((time.perf_counter() - started) * TARGET_RATE)
+            while written < due:
+                n = written % CS_LAG_DOCUMENTS
+                await log.update(f"cn_{n:012x}", {"description": f"write {written}"})
+                written += 1
+                # The in-process store never waits on I/O: yield as a real server write would.
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.005)
+        for _ in range(300):  # up to 30 s for the worker to apply what is left
+            if len(lags) >= written:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    return written, lags
+
+
 async def _run() -> None:
     url = await _scratch_database()
     box = SecretBox(KEYS)
@@ -268,6 +323,7 @@ async def _run() -> None:
         cs_rate, rounds = await _throughput_change_stream(url, box)
         polling_rate = await _throughput_polling(url, box, redis)
         written, rate, lags = await _lag_at_target_rate(url, box, redis)
+        cs_written, cs_lags = await _change_stream_lag(url, box)
     finally:
         await redis.aclose()
         await _drop(url)
@@ -295,6 +351,12 @@ async def _run() -> None:
         print(
             f"lag (commit - write), polling feed: p50 {_percentile(lags, 0.5) * 1000:.0f} ms, "
             f"p99 {_percentile(lags, 0.99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms"
+        )
+    if cs_lags:
+        print(
+            f"lag (commit - wallTime), change-stream feed, {cs_written:,} updates in "
+            f"{CS_LAG_SECONDS} s: p50 {_percentile(cs_lags, 0.5) * 1000:.0f} ms, "
+            f"p99 {_percentile(cs_lags, 0.99) * 1000:.0f} ms, max {max(cs_lags) * 1000:.0f} ms"
         )
 
 

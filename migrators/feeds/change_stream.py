@@ -85,7 +85,9 @@ class ChangeStreamSource(Protocol):
 class MongoChangeStreamSource:
     """The real source: PyMongo's ``AsyncCollection.watch``."""
 
-    def __init__(self, collection: Any, *, max_await_ms: int = 500) -> None:
+    # Each getMore waits this long at most for new events: it bounds how long a batch
+    # that has events already can be held back waiting for more.
+    def __init__(self, collection: Any, *, max_await_ms: int = 100) -> None:
         self._collection = collection
         self._max_await_ms = max_await_ms
 
@@ -168,9 +170,14 @@ class ChangeStreamFeed:
 
     name = FEED_NAME
 
-    def __init__(self, spec: EntitySpec, source: ChangeStreamSource) -> None:
+    def __init__(
+        self, spec: EntitySpec, source: ChangeStreamSource, *, batch_window: float = 0.1
+    ) -> None:
         self._spec = spec
         self._source = source
+        # A batch closes this long after its first event even if events keep coming, so a
+        # steady trickle cannot hold events back until max_events have gathered.
+        self._batch_window = batch_window
         self._cursor: ChangeStreamCursor | None = None
         self._token: Mapping[str, Any] | None = None
         self._token_stored_at = 0.0
@@ -198,11 +205,14 @@ class ChangeStreamFeed:
         events: list[FeedEvent] = []
         last_token: Mapping[str, Any] | None = None
         caught_up = False
-        while len(events) < max_events:
+        closes_at = float("inf")
+        while len(events) < max_events and time.monotonic() < closes_at:
             change = await self._cursor.try_next()
             if change is None:
                 caught_up = True
                 break
+            if last_token is None:
+                closes_at = time.monotonic() + self._batch_window
             last_token = change["_id"]
             event = event_from_change(self._spec, change)
             if event is not None:
