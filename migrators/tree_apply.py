@@ -95,8 +95,8 @@ async def _types(conn: asyncpg.Connection, table: str) -> dict[str, str]:
 def _encode(value: Any, type_name: str) -> Any:
     if value is None:
         return None
-    if type_name in _JSON_TYPES:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if type_name in _JSON_TYPES:  # jsonb keeps no key order: no need to sort
+        return json.dumps(value, separators=(",", ":"))
     if type_name == "uuid" and not isinstance(value, uuid.UUID):
         return uuid.UUID(str(value))
     return value
