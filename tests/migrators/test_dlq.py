@@ -99,3 +99,60 @@ async def test_failing_event_is_dead_lettered_and_replayed_once_fixed(
     assert await run_replay(settings, "connectors", [], out=io.StringIO()) == []
     with pytest.raises(DataError, match="no waiting dead letter with id 999"):
         await run_replay(settings, "connectors", [999], out=io.StringIO())
+
+
+FAIL_TIMES = """
+CREATE SEQUENCE failures;
+CREATE TABLE fail_plan (connector_id text PRIMARY KEY, times integer NOT NULL);
+GRANT SELECT ON fail_plan TO strangler_sync;
+GRANT USAGE ON SEQUENCE failures TO strangler_sync;
+-- A serialization failure (SQLSTATE 40001, transient) for the first `times` writes of a
+-- planned connector: the sequence is not transactional, so it counts every attempt.
+CREATE FUNCTION fail_as_planned() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE planned integer;
+BEGIN
+    SELECT times INTO planned FROM fail_plan WHERE connector_id = NEW.connector_id;
+    IF planned IS NOT NULL AND nextval('failures') <= planned THEN
+        RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER fail_as_planned BEFORE INSERT OR UPDATE ON connectors
+    FOR EACH ROW EXECUTE FUNCTION fail_as_planned();
+"""
+
+
+async def test_transient_failures_are_retried_and_persistent_ones_dead_lettered_after_n(
+    legacy_db: Database, pg: asyncpg.Connection, migrated_database_url: str, ctx: MappingContext
+) -> None:
+    await seed_tenants(pg)
+    await pg.execute(FAIL_TIMES)
+    log = EventLog(legacy_db["connectors"], id_field="connector_id")
+    worker = SyncWorker(
+        CONNECTORS,
+        lambda _conn: ChangeStreamFeed(CONNECTORS, log),
+        migrated_database_url,
+        ctx,
+        options=SyncOptions(max_attempts=3, retry_wait_seconds=0.01),
+    )
+    await worker.run(once=True)
+
+    # Fails twice, then succeeds: retried, applied, no dead letter.
+    await pg.execute("INSERT INTO fail_plan VALUES ($1, 2)", connector_id(1))
+    await log.insert(connector_doc(1))
+    await worker.run(once=True)
+    assert connector_id(1) in await stored_rows(pg)
+    assert await pg.fetchval("SELECT last_value FROM failures") == 3  # two failures, one success
+    assert await list_dead_letters(pg) == []
+
+    # Keeps failing: the batch is tried 3 times, then the event alone 3 times, then it is
+    # dead-lettered with its attempts while its neighbour is applied.
+    await pg.execute("DELETE FROM fail_plan")
+    await pg.execute("INSERT INTO fail_plan VALUES ($1, 1000)", connector_id(2))
+    await log.insert(connector_doc(2))
+    await log.insert(connector_doc(3))
+    await worker.run(once=True)
+    assert set(await stored_rows(pg)) == {connector_id(1), connector_id(3)}
+    (letter,) = await list_dead_letters(pg)
+    assert (letter.legacy_id, letter.attempts) == (connector_id(2), 3)
+    assert "could not serialize access" in letter.error
