@@ -95,7 +95,9 @@ async def beat(
                worker = EXCLUDED.worker,
                leader_since = CASE WHEN $6::boolean THEN now() ELSE s.leader_since END,
                heartbeat_at = now(),
-               lag_seconds = coalesce(EXCLUDED.lag_seconds, s.lag_seconds),
+               -- a new leader's lag is unknown until its first batch
+               lag_seconds = CASE WHEN $6::boolean THEN EXCLUDED.lag_seconds
+                                  ELSE coalesce(EXCLUDED.lag_seconds, s.lag_seconds) END,
                events_applied = s.events_applied + EXCLUDED.events_applied,
                last_applied_at = CASE WHEN $5::bigint > 0 THEN now() ELSE s.last_applied_at END""",
         entity,
