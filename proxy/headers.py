@@ -246,7 +246,7 @@ def downstream_head(
         name = key.lower()
         if name in HOP_BY_HOP:
             if name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
+                chunked = chunked or b"chunked" in value.lower()
             elif name == b"connection":
                 named = _connection_tokens(raw)
             continue

@@ -39,10 +39,17 @@ StartProxy = Callable[..., Awaitable[ProxyInstance]]
 
 
 @pytest.fixture
+def engine() -> str:
+    """The proxy port's engine; modules that exercise the server parametrize it over
+    ``proxy.server.ENGINES`` (``pytest.mark.parametrize("engine", ENGINES)``)."""
+    return "fast"
+
+
+@pytest.fixture
 async def start_proxy(
-    upstream: ThreadedUpstream, tmp_path: pathlib.Path
+    upstream: ThreadedUpstream, tmp_path: pathlib.Path, engine: str
 ) -> AsyncIterator[StartProxy]:
-    """Start a proxy (real uvicorn servers on free loopback ports) in front of ``upstream``."""
+    """Start a proxy (real servers on free loopback ports) in front of ``upstream``."""
     started: list[ProxyInstance] = []
 
     async def start(
@@ -66,6 +73,7 @@ async def start_proxy(
             limits=limits or Limits(),
             watch_interval=0.1,
             instance="test",
+            engine=engine,
         )
         instance = ProxyInstance(
             config,
@@ -94,13 +102,13 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def proxy_process(
-    upstream: ThreadedUpstream, tmp_path: pathlib.Path
+    upstream: ThreadedUpstream, tmp_path: pathlib.Path, engine: str
 ) -> Iterator[Callable[..., ProxyProcess]]:
     procs: list[ProxyProcess] = []
 
     def start(*extra: str, rules: dict[str, Any] | None = None) -> ProxyProcess:
         path = write_rules(tmp_path / "routing_rules.yaml", rules or rules_data())
-        proc = ProxyProcess(path, upstream.url, *extra)
+        proc = ProxyProcess(path, upstream.url, "--engine", engine, *extra)
         procs.append(proc)
         proc.wait_ready()
         return proc

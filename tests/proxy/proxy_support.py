@@ -62,6 +62,10 @@ async def _echo(request: web.Request) -> web.Response:
             "headers": [[k.decode(), v.decode()] for k, v in request.raw_headers],
             "body": body.decode("latin-1"),
             "host": request.host,
+            # Which upstream connection carried it (the proxy's pool reuses connections).
+            "peer_port": request.transport.get_extra_info("peername")[1]
+            if request.transport
+            else None,
         }
     )
     resp.set_cookie("session", "abc123", httponly=True)

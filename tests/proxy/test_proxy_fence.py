@@ -10,12 +10,14 @@ from proxy_support import free_port, rules_data
 
 from proxy.errors import AdminUnreachable
 from proxy.fence_client import lift_fence, set_fence
+from proxy.server import ENGINES
 
 
 async def _write(http, proxy, path="/connectors/addConnector"):
     return await http.post(proxy.url + path, json={"connector_name": "x"})
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_admin_fence_blocks_writes_not_reads_until_lifted(start_proxy, http) -> None:
     proxy = await start_proxy()
     fenced = await http.post(proxy.admin_url + "/admin/fence/connectors?seconds=30")
@@ -56,6 +58,7 @@ async def test_admin_fence_is_bounded_and_expires_by_itself(start_proxy, http) -
     assert (await _write(http, proxy)).status_code == 200
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_rules_file_fence_applies_to_every_instance_reading_it(start_proxy, http) -> None:
     rules = rules_data(connectors={"mode": "legacy", "fenced": True})
     rules["fence_retry_after"] = 3

@@ -7,9 +7,14 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from proxy_support import DOWNLOADS, free_port
 
+from proxy.server import ENGINES
 from proxy.upstream import Timeouts
+
+# Both engines serve the proxy port: each behaviour is checked on each.
+pytestmark = pytest.mark.parametrize("engine", ENGINES)
 
 
 async def test_method_path_query_and_body_arrive_unchanged(start_proxy, http) -> None:

@@ -10,10 +10,12 @@ import signal
 
 import aiohttp
 import httpx
+import pytest
 import yaml
 from proxy_support import edit_file, rules_data, token, write_rules
 
 from proxy.rules import parse_rules
+from proxy.server import ENGINES
 
 
 def _hash_of(data: dict) -> str:
@@ -30,6 +32,7 @@ async def _wait_for_hash(admin_url: str, expected: str, seconds: float = 5.0) ->
     raise AssertionError(f"table {expected} not applied; status: {status}")
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_reload_under_load_fails_no_request_and_keeps_websockets(proxy_process) -> None:
     proxy = proxy_process()
     rules_path = pathlib.Path(proxy.proc.args[proxy.proc.args.index("--rules") + 1])
@@ -156,6 +159,7 @@ async def test_invalid_file_at_start_refuses_to_serve(tmp_path, upstream) -> Non
     assert f"{path}:" in output and "percent" in output and "fix:" in output
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_refused_reload_keeps_table_and_shows_in_status_and_metrics(
     start_proxy, http
 ) -> None:

@@ -10,7 +10,13 @@ from __future__ import annotations
 import hashlib
 
 import aiohttp
+import pytest
 from proxy_support import CHUNK
+
+from proxy.server import ENGINES
+
+# Both engines serve the proxy port: each behaviour is checked on each.
+pytestmark = pytest.mark.parametrize("engine", ENGINES)
 
 SIZE = 50 * 1024 * 1024
 # Far below one body: buffering either body whole would blow through it.

@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 from proxy_support import WS_CLOSES, free_port, token
+
+from proxy.server import ENGINES
+
+# Both engines serve the proxy port: each behaviour is checked on each.
+pytestmark = pytest.mark.parametrize("engine", ENGINES)
 
 
 async def test_frames_flow_both_ways_and_legacy_close_code_reaches_client(
