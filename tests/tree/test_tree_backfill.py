@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from tree_support import backfill_tree
+
 from legacy_emulator.generator import seed_store
-from migrators.backfill import backfill_entity, legacy_id_of
+from migrators.backfill import legacy_id_of
 from migrators.registry import default_registry
 from migrators.tree_apply import load_rows
 from migrators.verify import verify_entity
@@ -34,10 +36,7 @@ async def _differing_summaries(legacy_db) -> int:
 
 
 async def _backfill_all(legacy_db, pg, ctx):
-    summaries = {}
-    for spec in default_registry():
-        summaries[spec.name] = await backfill_entity(legacy_db, pg, spec, ctx, batch_size=50)
-    return summaries
+    return await backfill_tree(legacy_db, pg, ctx)
 
 
 async def test_clean_seed_round_trips_every_document_exactly(legacy_db, pg, ctx):

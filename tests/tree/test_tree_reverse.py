@@ -9,11 +9,11 @@ from typing import Any
 import asyncpg
 import httpx
 from bson import ObjectId
-from tree_support import SUBSCRIPTION, WORKFLOWS, WORKSPACES, with_tenant
+from tree_support import SUBSCRIPTION, WORKFLOWS, WORKSPACES, backfill_tree, with_tenant
 
 from legacy_emulator.app import create_app
 from legacy_emulator.generator import seed_store
-from migrators.backfill import backfill_entity, legacy_id_of
+from migrators.backfill import legacy_id_of
 from migrators.origin import ORIGIN_FIELD
 from migrators.registry import default_registry
 from migrators.reverse import apply_pending
@@ -87,8 +87,7 @@ async def test_reverse_sync_rebuilds_the_documents_the_emulator_wrote(pg, databa
     behind_store = open_database(f"memory://tree-rev-b-{secrets.token_hex(4)}")
     seeded = await seed_store(edited_store, scale="small", dirty=0.0, seed=13)
     await seed_store(behind_store, scale="small", dirty=0.0, seed=13)
-    for spec in default_registry():
-        await backfill_entity(behind_store, pg, spec, ctx)
+    await backfill_tree(behind_store, pg, ctx)
     subscription_id, user_id = seeded.tenants[0]
     workspace_id = await _edit_through_the_emulator(edited_store, subscription_id, user_id)
 

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from tree_support import (
     WORKFLOWS,
     WORKSPACES,
+    backfill_tree,
     diagram,
     edited,
     row_versions,
@@ -22,7 +23,6 @@ from tree_support import (
 
 from legacy_emulator.app import create_app
 from legacy_emulator.generator import seed_store
-from migrators.backfill import backfill_entity
 from migrators.feeds.change_stream import ChangeStreamFeed
 from migrators.feeds.event_log import EventLog
 from migrators.feeds.polling import PollingFeed
@@ -67,8 +67,7 @@ async def test_tree_edits_through_the_emulator_reach_the_rows_by_polling(
     legacy_db, pg, database_url, ctx, redis_url
 ):
     seeded = await seed_store(legacy_db, scale="small", dirty=0.0, seed=11)
-    for spec in default_registry():
-        await backfill_entity(legacy_db, pg, spec, ctx)
+    await backfill_tree(legacy_db, pg, ctx)
     subscription_id, user_id = seeded.tenants[0]
     workspace = await legacy_db["workspace"].find_one(
         {"subscription_id": subscription_id, "d_flag": False}
@@ -210,8 +209,7 @@ async def test_history_written_behind_the_proxy_is_found_by_the_sweep(
     legacy_db, pg, database_url, ctx, redis_url
 ):
     await seed_store(legacy_db, scale="small", dirty=0.0, seed=17)
-    for spec in default_registry():
-        await backfill_entity(legacy_db, pg, spec, ctx)
+    await backfill_tree(legacy_db, pg, ctx)
     registry = default_registry()
     versions, backups = registry.get("workflow_versions"), registry.get("workflow_backups")
     entry = await legacy_db["workflow_versions"].find_one({})

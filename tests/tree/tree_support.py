@@ -10,13 +10,16 @@ from typing import Any
 
 import asyncpg
 
-from migrators.backfill import now_ms
+from migrators.backfill import backfill_entity, now_ms
 from migrators.registry import default_registry
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
 from migrators.writer import BatchResult, SourceItem, write_batch
 from schema.tenancy import ensure_subscription, enter_sync
 
+# What the tree refers to, then the tree itself, in migration order.
+MIGRATED = ("subscriptions", "users", "connectors", "workflows", "workspaces",
+            "workflow_versions", "workflow_backups")  # fmt: skip
 WORKSPACES: EntitySpec = default_registry().get("workspaces")
 WORKFLOWS: EntitySpec = default_registry().get("workflows")
 SUBSCRIPTION = "sub_0000000000aa"
@@ -110,6 +113,17 @@ def edited(document: Document, change: Any) -> Document:
     change(copied)
     copied["updated_at"] = datetime(2026, 3, 2, 8, 0, 0)
     return copied
+
+
+async def backfill_tree(
+    db: Any, conn: asyncpg.Connection, ctx: MappingContext, *, batch_size: int = 50
+) -> dict[str, Any]:
+    """Backfill what the tree needs and the tree; the summaries by entity."""
+    registry = default_registry()
+    return {
+        name: await backfill_entity(db, conn, registry.get(name), ctx, batch_size=batch_size)
+        for name in MIGRATED
+    }
 
 
 async def with_tenant(conn: asyncpg.Connection) -> None:
