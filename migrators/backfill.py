@@ -31,6 +31,7 @@ import asyncpg
 from bson import ObjectId, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
+from migrators.feeds import observation_version
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.writer import BatchRejected, BatchResult, SourceItem, write_batch
 from schema.tenancy import enter_sync
@@ -46,7 +47,7 @@ __all__ = [
     "legacy_id_filter",
     "legacy_id_match",
     "legacy_id_of",
-    "now_ms",
+    "read_version",
 ]
 
 # BSON types an _id can have, in MongoDB's sort order ("number" covers int, long,
@@ -71,8 +72,10 @@ class BackfillBusy(DataError):
 Progress = Callable[[str], object]
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+def read_version() -> int:
+    """The source version of documents read now: on the sync's scale (``seconds << 32``
+    plus sub-second ordinal), so backfill, the sync and ``verify --repair`` compare alike."""
+    return observation_version(time.time())
 
 
 def legacy_id_of(spec: EntitySpec, document: Document) -> str:
@@ -243,7 +246,7 @@ async def backfill_entity(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
-    clock: Callable[[], int] = now_ms,
+    clock: Callable[[], int] = read_version,
 ) -> BackfillSummary:
     """Backfill one entity, from its checkpoint if a run was interrupted."""
     started = time.perf_counter()

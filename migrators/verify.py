@@ -35,7 +35,7 @@ import asyncpg
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from migrators.backfill import legacy_id_filter, legacy_id_of, now_ms
+from migrators.backfill import legacy_id_filter, legacy_id_of, read_version
 from migrators.crypto import SecretError
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
@@ -304,7 +304,7 @@ async def _repair(
 ) -> BatchResult:
     """Write the differing ids again from MongoDB (or delete what MongoDB no longer has)."""
     wanted = {d.legacy_id for d in differences}
-    version = now_ms()
+    version = read_version()
     found: dict[str, Document] = {}
     async for document in db[spec.collection].find(legacy_id_filter(spec, sorted(wanted))):
         found[legacy_id_of(spec, document)] = document

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 
 import asyncpg
 import pytest
@@ -12,6 +13,7 @@ from legacy_emulator.generator import SeedSummary
 from migrators.cli_backfill import run_backfill
 from migrators.cli_verify import run_verify
 from migrators.crypto import SecretBox, associated_data
+from migrators.feeds import observation_version
 from strangler.config import Settings
 from strangler.mongo import Database
 
@@ -73,6 +75,27 @@ async def test_verify_finds_planted_differences_and_repair_fixes_them(
         await run_verify(clean_settings, entity, repair=True, out=io.StringIO())
     after = [r for e in OURS for r in await run_verify(clean_settings, e, out=io.StringIO())]
     assert all(r.clean for r in after)
+
+
+async def test_repair_overwrites_a_row_the_sync_wrote(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_settings: Settings,
+    clean_pg: asyncpg.Connection,
+) -> None:
+    await run_backfill(clean_settings, "subscriptions", 50, out=io.StringIO())
+    # As the forward sync leaves a row: versioned on its observation scale, a moment ago.
+    synced = observation_version(time.time() - 5)
+    await clean_pg.execute(
+        "UPDATE subscriptions SET company_name = 'stale', source_version = $1", synced
+    )
+    await run_verify(clean_settings, "subscriptions", repair=True, out=io.StringIO())
+    after = await run_verify(clean_settings, "subscriptions", out=io.StringIO())
+    assert after[0].clean
+    assert (
+        await clean_pg.fetchval("SELECT count(*) FROM subscriptions WHERE company_name = 'stale'")
+        == 0
+    )
 
 
 async def test_rows_younger_than_min_age_are_skipped_not_reported(

@@ -16,7 +16,7 @@ from tree_support import (
     workspace_doc,
 )
 
-from migrators.backfill import now_ms
+from migrators.backfill import read_version
 
 
 def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
@@ -73,7 +73,7 @@ async def test_entries_that_vanish_from_the_document_are_removed_and_the_rest_le
 async def test_a_stale_or_repeated_document_changes_no_row(pg, ctx):
     await with_tenant(pg)
     document = workspace_doc()
-    version = now_ms()
+    version = read_version()
     await apply(pg, ctx, [document], version=version)
 
     def rename(doc):

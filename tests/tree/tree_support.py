@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from migrators.backfill import backfill_entity, now_ms
+from migrators.backfill import backfill_entity, read_version
 from migrators.registry import default_registry
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
@@ -140,7 +140,7 @@ async def apply(
     spec: EntitySpec = WORKSPACES,
     version: int | None = None,
 ) -> BatchResult:
-    stamp = now_ms() if version is None else version
+    stamp = read_version() if version is None else version
     items = [
         SourceItem(d[0], None, stamp)
         if isinstance(d, tuple)
