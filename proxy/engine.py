@@ -41,6 +41,8 @@ __all__ = ["ClientConnection", "FastServer", "Request"]
 log = logging.getLogger("proxy.engine")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+KEEP_ALIVE_TIMEOUT = 75.0  # seconds an idle client connection is kept (uvicorn's setting here)
+_SWEEP_SECONDS = 5.0
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
 
@@ -103,6 +105,7 @@ class ClientConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
         self._reading_paused = False
+        self.idle_since = 0.0
 
     # --- asyncio -----------------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(local, tuple):
             self.server_address = (str(local[0]), int(local[1]))
         self.server.connections.add(self)
+        self.idle_since = self.server.loop.time()
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -228,8 +232,9 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.queue:
             self.server.dispatch(self, self.queue[0])
-        if not self.queue or self.queue[0].complete:
-            self.resume_reading()
+        else:
+            self.idle_since = self.server.loop.time()
+        self.resume_reading()
 
     def _upgrade(self, rest: bytes) -> None:
         req = self._parsing
@@ -254,7 +259,13 @@ class ClientConnection(asyncio.Protocol):
 class FastServer:
     """The proxy port's server; the admin port keeps its uvicorn server."""
 
-    def __init__(self, app: ProxyApp, legacy_url: str, timeouts: Timeouts) -> None:
+    def __init__(
+        self,
+        app: ProxyApp,
+        legacy_url: str,
+        timeouts: Timeouts,
+        keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT,
+    ) -> None:
         self.app = app
         self.metrics = app.metrics
         self.pool = UpstreamPool(legacy_url, timeouts)
@@ -262,6 +273,8 @@ class FastServer:
         self.connections: set[ClientConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.keep_alive_timeout = keep_alive_timeout
         self._quiet = asyncio.Event()  # set when a connection finished a request while stopping
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop  # set by start()
@@ -271,11 +284,24 @@ class FastServer:
         self._server = await self.loop.create_server(
             lambda: ClientConnection(self), sock=sock, backlog=2048
         )
+        self._sweeper = self.loop.call_later(_SWEEP_SECONDS, self._close_idle)
+
+    def _close_idle(self) -> None:
+        """Close connections idle longer than the keep-alive timeout (as uvicorn's 75 s),
+        including ones that never completed a request head."""
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.idle and now - conn.idle_since > self.keep_alive_timeout:
+                if conn.transport is not None:
+                    conn.transport.close()
+        self._sweeper = self.loop.call_later(_SWEEP_SECONDS, self._close_idle)
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let requests in flight finish (up to ``grace`` s), then close."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.stopping = True
         deadline = self.loop.time() + grace
         for conn in list(self.connections):

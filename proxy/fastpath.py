@@ -163,6 +163,7 @@ class FastExchange:
         if req.complete and self._body_kind == BODY_CHUNKED:
             parts.append(_LAST_CHUNK)
         up.send(self, b"".join(parts), req.method == b"HEAD")
+        self.conn.resume_reading()  # paused while the body had nowhere to go
         loop = self.server.loop
         self._last_activity = loop.time()
         self._timer = loop.call_at(self._last_activity + self.server.read_timeout, self._check_idle)
@@ -180,6 +181,8 @@ class FastExchange:
             self.req.body.append(chunk)  # bounded: the connection pauses reading meanwhile
             self.conn.pause_reading()
             return
+        # An upload in progress is activity too: the read timeout is for a silent legacy.
+        self._last_activity = self.server.loop.time()
         if self._body_kind == BODY_CHUNKED:
             up.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:

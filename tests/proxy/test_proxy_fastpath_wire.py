@@ -4,11 +4,12 @@ requests handed to the ASGI app on the same connection, bad requests, graceful s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 
 import httpx
 import pytest
-from proxy_support import rules_data
+from proxy_support import CHUNK, rules_data
 
 from proxy.server import ENGINES
 from strangler.exchange import RecordedRequest, RecordedResponse
@@ -161,3 +162,21 @@ async def test_stopping_lets_requests_in_flight_finish(start_proxy) -> None:
         assert resp.status_code == 200 and resp.json()["data"] == "late"
         with pytest.raises(httpx.ConnectError):
             await client.get(url + "/echo")
+
+
+async def test_an_upload_arriving_before_any_upstream_connection_is_open(start_proxy) -> None:
+    proxy = await start_proxy()  # a fresh proxy: its pool is empty
+    size = 5 * 1024 * 1024
+    digest = hashlib.sha256()
+
+    async def body():
+        sent = 0
+        while sent < size:
+            part = CHUNK[: min(len(CHUNK), size - sent)]
+            digest.update(part)
+            sent += len(part)
+            yield part
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.post(proxy.url + "/upload", content=body())
+    assert resp.json() == {"size": size, "sha256": digest.hexdigest(), "length": None}
