@@ -37,6 +37,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from migrators.backfill import legacy_id_filter, legacy_id_of, read_version
 from migrators.crypto import SecretError
+from migrators.origin import strip_origin
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
 from migrators.writer import BatchResult, SourceItem, write_batch
@@ -249,7 +250,7 @@ async def verify_entity(
         legacy_id = legacy_id_of(spec, document)
         if legacy_id in legacy:
             duplicates.append(legacy_id)
-        legacy[legacy_id] = spec.normalize(document)
+        legacy[legacy_id] = spec.normalize(strip_origin(document))
         born = _age_moment(document)
         if min_age > 0 and born is not None and born > young_after:
             young.add(legacy_id)

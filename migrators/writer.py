@@ -39,6 +39,7 @@ import asyncpg
 from bson import json_util
 from bson.json_util import RELAXED_JSON_OPTIONS
 
+from migrators.origin import strip_origin
 from migrators.spec import Document, EntitySpec, Mapped, MappingContext, Note, Quarantined, Row
 from migrators.staging import StagedTable, stage_rows
 from migrators.tree_apply import apply_children, children_of, delete_children
@@ -141,7 +142,7 @@ def _prepare(spec: EntitySpec, items: Sequence[SourceItem], ctx: MappingContext)
             continue
         prepared.documents[item.legacy_id] = item.document
         try:
-            outcome = spec.map_document(item.document, ctx)
+            outcome = spec.map_document(strip_origin(item.document), ctx)
         except Exception as exc:  # a mapping bug must not stop the batch: quarantine it
             outcome = Quarantined("mapping_error", f"{type(exc).__name__}: {exc}")
         if isinstance(outcome, Quarantined):

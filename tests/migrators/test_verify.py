@@ -14,6 +14,7 @@ from migrators.cli_backfill import run_backfill
 from migrators.cli_verify import run_verify
 from migrators.crypto import SecretBox, associated_data
 from migrators.feeds import observation_version
+from migrators.origin import ORIGIN_FIELD, origin_marker
 from strangler.config import Settings
 from strangler.mongo import Database
 
@@ -95,6 +96,27 @@ async def test_repair_overwrites_a_row_the_sync_wrote(
     assert (
         await clean_pg.fetchval("SELECT count(*) FROM subscriptions WHERE company_name = 'stale'")
         == 0
+    )
+
+
+async def test_the_reverse_sync_marker_is_neither_migrated_nor_a_difference(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_settings: Settings,
+    clean_pg: asyncpg.Connection,
+) -> None:
+    for entity in OURS:
+        await run_backfill(clean_settings, entity, 50, out=io.StringIO())
+    marked = await legacy_db["connectors"].find_one({})
+    assert marked is not None
+    await legacy_db["connectors"].update_one(
+        {"_id": marked["_id"]}, {"$set": {ORIGIN_FIELD: origin_marker(7)}}
+    )
+    report = await run_verify(clean_settings, "connectors", out=io.StringIO())
+    assert report[0].clean
+    await run_verify(clean_settings, "connectors", repair=True, out=io.StringIO())
+    assert not await clean_pg.fetchval(
+        "SELECT count(*) FROM connectors WHERE extra ? $1", ORIGIN_FIELD
     )
 
 
