@@ -14,12 +14,18 @@ sides. No clients, no clock, no ``await``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from migrators.entities.common import from_json
-from strangler.contract import DirtyValue, is_deleted, render_datetime, to_int
+from strangler.contract import (
+    LEGACY_DATETIME_FORMAT,
+    DirtyValue,
+    is_deleted,
+    render_datetime,
+    to_int,
+)
 
 __all__ = [
     "FOLDER",
@@ -34,6 +40,7 @@ __all__ = [
     "render_version",
 ]
 
+_FORMAT = LEGACY_DATETIME_FORMAT
 UNREADABLE = "$unreadable"
 RENAMED = "$renamed"
 DEPENDENCY = "workflow_dependency"
@@ -123,30 +130,61 @@ def json_safe(value: Any) -> Any:
 def _extra(row: Mapping[str, Any]) -> Mapping[str, Any]:
     extra = row.get("extra")
     if isinstance(extra, str):
-        extra = json.loads(extra)
+        extra = {} if extra == "{}" else json.loads(extra)
     return extra if isinstance(extra, Mapping) else {}
 
 
-def _render_value(value: Any, kind: Kind) -> Any:
-    if kind == "datetime":
-        return render_datetime(value)
-    if kind == "int":
-        try:
-            return to_int(value)
-        except DirtyValue:
-            return json_safe(value)
-    if kind == "bool":
-        return None if value is None else is_deleted(value)
-    if kind == "json":
-        # jsonb holds BSON values as relaxed Extended JSON (migrators.entities.common):
-        # a date inside a snapshot renders as legacy renders a date.
-        return json_safe(from_json(json.loads(value) if isinstance(value, str) else value))
+def _datetime(value: Any) -> Any:
+    if isinstance(value, datetime):  # a timestamptz column: the common case, made cheap
+        return (value.astimezone(UTC) if value.tzinfo else value).strftime(_FORMAT)
+    return render_datetime(value)
+
+
+def _int(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return to_int(value)
+    except DirtyValue:
+        return json_safe(value)
+
+
+def _bool(value: Any) -> Any:
+    return None if value is None else is_deleted(value)
+
+
+def _json(value: Any) -> Any:
+    """A jsonb value (text from asyncpg). It holds BSON values as relaxed Extended JSON
+    (migrators.entities.common): a date inside a snapshot renders as legacy renders a date.
+    Text with no ``"$`` holds no Extended JSON and, with no ``"_id"`` key either (which
+    legacy's serializer drops), decodes to exactly what legacy renders."""
+    if isinstance(value, str):
+        if '"$' not in value and '"_id"' not in value:
+            return json.loads(value)
+        value = json.loads(value)
+    return json_safe(from_json(value))
+
+
+def _raw(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
     return json_safe(value)
+
+
+_RENDERERS: dict[Kind, Callable[[Any], Any]] = {
+    "raw": _raw,
+    "datetime": _datetime,
+    "int": _int,
+    "bool": _bool,
+    "json": _json,
+}
 
 
 def render_row(row: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
     """One row as legacy renders the document it stands for."""
     extra = _extra(row)
+    if not extra:
+        return {field: _RENDERERS[kind](row.get(column)) for field, column, kind in spec}
     unreadable = extra.get(UNREADABLE) or {}
     renamed = extra.get(RENAMED) or {}
     rendered: dict[str, Any] = {}
@@ -156,7 +194,7 @@ def render_row(row: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
             value = renamed[column]
         elif value is None and field in unreadable:
             value = from_json(unreadable[field])
-        rendered[field] = _render_value(value, kind)
+        rendered[field] = _RENDERERS[kind](value)
     return rendered
 
 
