@@ -43,6 +43,14 @@ log = logging.getLogger("proxy.engine")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 KEEP_ALIVE_TIMEOUT = 75.0  # seconds an idle client connection is kept (uvicorn's setting here)
 _SWEEP_SECONDS = 5.0
+# A request line and headers bigger than this get 431 (nginx's default buffers hold 32 KiB).
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
 
@@ -105,6 +113,7 @@ class ClientConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
         self._reading_paused = False
+        self._head_size = 0
         self.idle_since = 0.0
 
     # --- asyncio -----------------------------------------------------------------------------
@@ -130,7 +139,10 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self._upgrade(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
-            self._bad_request(exc)
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._bad_request(431, "Request header fields too large")
+            else:
+                self._bad_request(400, "Bad request")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -171,15 +183,22 @@ class ClientConnection(asyncio.Protocol):
     # --- httptools ---------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._head_size = 0
         self._url = b""
         self._headers = []
         self._expect = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge()
         if len(name) == 6 and name.lower() == b"expect":
             self._expect = value.strip().lower() == b"100-continue"
 
@@ -239,16 +258,16 @@ class ClientConnection(asyncio.Protocol):
     def _upgrade(self, rest: bytes) -> None:
         req = self._parsing
         if req is None or self.queue:  # an upgrade pipelined behind requests: not supported
-            self._bad_request(None)
+            self._bad_request(400, "Bad request")
             return
         self.tunnel = Tunnel(self.server, self, req, rest)
         self.tunnel.start()
 
-    def _bad_request(self, exc: Exception | None) -> None:
+    def _bad_request(self, status: int, message: str) -> None:
         if self.transport is None or self.closed:
             return
         if not self.queue or self.queue[0].listener is None:
-            self.transport.write(envelope_bytes(400, "Bad request", "-", keep_alive=False))
+            self.transport.write(envelope_bytes(status, message, "-", keep_alive=False))
         self.transport.close()
 
     @property

@@ -180,3 +180,14 @@ async def test_an_upload_arriving_before_any_upstream_connection_is_open(start_p
     async with httpx.AsyncClient(timeout=10) as client:
         resp = await client.post(proxy.url + "/upload", content=body())
     assert resp.json() == {"size": size, "sha256": digest.hexdigest(), "length": None}
+
+
+async def test_an_oversized_request_head_gets_431(start_proxy) -> None:
+    proxy = await start_proxy()
+    reader, writer = await _connect(proxy)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: p\r\nX-Big: " + b"a" * (80 * 1024) + b"\r\n\r\n")
+    status, _, body = await _read_response(reader)
+    writer.close()
+    await writer.wait_closed()
+    assert status.startswith(b"HTTP/1.1 431")
+    assert json.loads(body) == {"status": False, "message": "Request header fields too large"}
