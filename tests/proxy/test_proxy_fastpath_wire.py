@@ -191,3 +191,40 @@ async def test_an_oversized_request_head_gets_431(start_proxy) -> None:
     await writer.wait_closed()
     assert status.startswith(b"HTTP/1.1 431")
     assert json.loads(body) == {"status": False, "message": "Request header fields too large"}
+
+
+class _OneAnswerPerConnection(asyncio.Protocol):
+    """Answers the first request of a connection; closes at the second without answering,
+    as a backend does when its keep-alive timeout races the proxy's next request."""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.answered = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered:
+            self.transport.close()
+            return
+        self.answered = True
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+async def test_a_pooled_connection_closed_by_legacy_is_retried_only_without_a_body(
+    start_proxy, http
+) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_OneAnswerPerConnection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = await start_proxy(legacy_url=f"http://127.0.0.1:{port}")
+        first = await http.get(proxy.url + "/any")
+        second = await http.get(proxy.url + "/any")  # the pooled connection is dead: retried
+        assert (first.status_code, first.text) == (200, "ok")
+        assert (second.status_code, second.text) == (200, "ok")
+        # A request with a body may have been taken: it is not sent twice.
+        posted = await http.post(proxy.url + "/any", content=b"once")
+        assert posted.status_code == 502
+        assert posted.json()["message"] == "Bad gateway: the backend closed the connection"
+    finally:
+        server.close()
+        await server.wait_closed()
