@@ -257,7 +257,15 @@ class ProxyApp:
             side="legacy",
             elapsed=time.perf_counter() - started,
         )
-        self._submit(route, request, primary, _timed_new_side(handler, request))
+        # Legacy is asked again too: a write that lands between the two answers then shows
+        # as legacy moving, not as a regression of the new side.
+        self._submit(
+            route,
+            request,
+            primary,
+            _timed_new_side(handler, request),
+            lambda: self.legacy.record(request),
+        )
         return status
 
     async def _serve_new(
@@ -293,7 +301,13 @@ class ProxyApp:
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": response.body})
         if sampled:
-            self._submit(route, request, response, lambda: self.legacy.record(request))
+            self._submit(
+                route,
+                request,
+                response,
+                lambda: self.legacy.record(request),
+                _timed_new_side(handler, request),
+            )
         return response.status
 
     def _submit(
@@ -302,10 +316,13 @@ class ProxyApp:
         request: RecordedRequest,
         primary: RecordedResponse,
         other: Callable[[], Awaitable[RecordedResponse]],
+        primary_again: Callable[[], Awaitable[RecordedResponse]],
     ) -> None:
         entity = route.entity.name
         try:
-            accepted = self.sink.submit(entity, route.endpoint, request, primary, other)
+            accepted = self.sink.submit(
+                entity, route.endpoint, request, primary, other, primary_again=primary_again
+            )
         except Exception:  # the comparator must never fail a client's request
             log.exception("shadow sink failed on %s", route.endpoint)
             accepted = False

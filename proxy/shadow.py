@@ -32,6 +32,7 @@ class CountingDropSink:
         request: RecordedRequest,
         primary: RecordedResponse,
         other: Callable[[], Awaitable[RecordedResponse]],
+        primary_again: Callable[[], Awaitable[RecordedResponse]] | None = None,
     ) -> bool:
         self.dropped += 1
         return False

@@ -85,7 +85,11 @@ class ShadowSink(Protocol):
         request: RecordedRequest,
         primary: RecordedResponse,
         other: Callable[[], Awaitable[RecordedResponse]],
+        primary_again: Callable[[], Awaitable[RecordedResponse]] | None = None,
     ) -> bool:
         """Queue a comparison of ``primary`` (already sent to the client) with what ``other``
-        returns when called; never blocks. False when the exchange was dropped (queue full)."""
+        returns when called; never blocks. False when the exchange was dropped (queue full).
+
+        ``primary_again`` repeats the read on the side that served the client, so that a
+        write landing between the two sides' answers is told apart from a regression."""
         ...

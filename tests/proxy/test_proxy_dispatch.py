@@ -23,7 +23,7 @@ class RecordingSink:
         self.accept = accept
         self.submitted: list[tuple[str, str, RecordedRequest, RecordedResponse, object]] = []
 
-    def submit(self, entity, endpoint, request, primary, other) -> bool:
+    def submit(self, entity, endpoint, request, primary, other, primary_again=None) -> bool:
         self.submitted.append((entity, endpoint, request, primary, other))
         return self.accept
 
