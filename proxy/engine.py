@@ -316,7 +316,10 @@ class FastServer:
         self._sweeper = self.loop.call_later(_SWEEP_SECONDS, self._close_idle)
 
     async def stop(self, grace: float = 30.0) -> None:
-        """Stop accepting, let requests in flight finish (up to ``grace`` s), then close."""
+        """Stop accepting, let requests in flight finish (up to ``grace`` s), then close.
+
+        WebSocket tunnels are closed at once: they may last for hours, and their clients
+        reconnect (to another instance)."""
         if self._server is not None:
             self._server.close()
         if self._sweeper is not None:
@@ -324,9 +327,9 @@ class FastServer:
         self.stopping = True
         deadline = self.loop.time() + grace
         for conn in list(self.connections):
-            if conn.idle and conn.transport is not None:
+            if not conn.queue and conn.transport is not None:
                 conn.transport.close()
-        while any(not c.idle for c in self.connections) and self.loop.time() < deadline:
+        while any(c.queue for c in self.connections) and self.loop.time() < deadline:
             self._quiet.clear()
             try:
                 async with asyncio.timeout(deadline - self.loop.time()):
