@@ -13,7 +13,7 @@ from tree_support import SUBSCRIPTION, WORKFLOWS, WORKSPACES, backfill_tree, wit
 
 from legacy_emulator.app import create_app
 from legacy_emulator.generator import seed_store
-from migrators.backfill import legacy_id_of
+from migrators.backfill import legacy_id_of, read_version
 from migrators.origin import ORIGIN_FIELD
 from migrators.registry import default_registry
 from migrators.reverse import apply_pending
@@ -96,7 +96,7 @@ async def test_reverse_sync_rebuilds_the_documents_the_emulator_wrote(pg, databa
         d async for d in edited_store["workflow"].find({"workspace_id": workspace_id})
     ]
     workspace = await edited_store["workspace"].find_one({"workspace_id": workspace_id})
-    version = 2**62
+    version = read_version()  # after the backfill's reads, so newer
     for spec, documents in ((WORKFLOWS, changed_workflows), (WORKSPACES, [workspace])):
         items = [SourceItem(legacy_id_of(spec, d), d, version) for d in documents]
         await write_batch(pg, spec, items, ctx=ctx)
