@@ -1,36 +1,79 @@
 """Prometheus metrics of one proxy instance, in its own CollectorRegistry.
 
-Label children are cached in plain dicts so that the request path pays one dict lookup per
-observation, not prometheus_client's label resolution.
+The two series every request updates (the requests counter and the latency histogram) are
+tallied in plain dicts and lists by :class:`RequestTally` and turned into metric families
+only when ``/metrics`` is scraped: prometheus_client's ``inc()`` and ``observe()`` take locks
+and walk the buckets on every call, about 3 us per request, a tenth of what the fast engine
+spends on one. The proxy runs on one event loop thread, and the scrape runs on it too.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
+import bisect
+from collections.abc import Iterator
 
-__all__ = ["ProxyMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["ProxyMetrics", "RequestTally"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class RequestTally(Collector):
+    """``strangler_proxy_requests_total{entity,mode,origin,status}`` and the histogram
+    ``strangler_proxy_request_seconds{entity,origin}``, kept as plain numbers."""
+
+    def __init__(self, buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self._bounds = buckets
+        self._counts: dict[tuple[str, str, str, int], int] = {}
+        # (entity, origin) -> [count per bucket (the last one: above every bound)..., sum]
+        self._latency: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, entity: str, mode: str, origin: str, status: int, seconds: float) -> None:
+        key = (entity, mode, origin, status)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+        slots = self._latency.get((entity, origin))
+        if slots is None:
+            slots = self._latency[(entity, origin)] = [0.0] * (len(self._bounds) + 2)
+        slots[bisect.bisect_left(self._bounds, seconds)] += 1
+        slots[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "strangler_proxy_requests",
+            "Requests answered, by entity, mode, origin (legacy, new, proxy) and status.",
+            labels=("entity", "mode", "origin", "status"),
+        )
+        for (entity, mode, origin, status), count in sorted(self._counts.items()):
+            requests.add_metric((entity, mode, origin, str(status)), count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "strangler_proxy_request_seconds",
+            "Time to the end of the response, by entity and origin.",
+            labels=("entity", "origin"),
+        )
+        bounds = [*(repr(float(b)) for b in self._bounds), "+Inf"]
+        for labels, slots in sorted(self._latency.items()):
+            cumulative: list[tuple[str, float]] = []
+            running = 0.0
+            for bound, in_bucket in zip(bounds, slots[:-1], strict=True):
+                running += in_bucket
+                cumulative.append((bound, running))
+            latency.add_metric(labels, cumulative, slots[-1])
+        yield latency
 
 
 class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "strangler_proxy_requests",
-            "Requests answered, by entity, mode, origin (legacy, new, proxy) and status.",
-            ("entity", "mode", "origin", "status"),
-            registry=r,
-        )
-        self.latency = Histogram(
-            "strangler_proxy_request_seconds",
-            "Time to the end of the response, by entity and origin.",
-            ("entity", "origin"),
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.tally = RequestTally()
+        r.register(self.tally)
+        # The request path calls this once per request.
+        self.observe = self.tally.observe
         self.upstream_errors = Counter(
             "strangler_proxy_upstream_errors",
             "Upstream failures: origin (legacy, new) and kind (refused, timeout, broken, "
@@ -78,19 +121,6 @@ class ProxyMetrics:
             "When the routing table in force was applied (Unix time).",
             registry=r,
         )
-        self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
-
-    def observe(self, entity: str, mode: str, origin: str, status: int, seconds: float) -> None:
-        key = ("r", entity, mode, origin, status)
-        counter = self._children.get(key)
-        if counter is None:
-            counter = self._children[key] = self.requests.labels(entity, mode, origin, str(status))
-        counter.inc()  # type: ignore[attr-defined]
-        hkey = ("h", entity, origin)
-        histogram = self._children.get(hkey)
-        if histogram is None:
-            histogram = self._children[hkey] = self.latency.labels(entity, origin)
-        histogram.observe(seconds)  # type: ignore[attr-defined]
 
     def upstream_error(self, origin: str, kind: str) -> None:
         self.upstream_errors.labels(origin, kind).inc()
