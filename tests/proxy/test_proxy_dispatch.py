@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from proxy_support import rules_data, token
 
 from proxy.app import Limits
+from proxy.server import ENGINES
 from strangler.exchange import RecordedRequest, RecordedResponse
+
+# The fast engine hands these modes to the ASGI app in-process; uvicorn serves it directly.
+pytestmark = pytest.mark.parametrize("engine", ENGINES)
 
 CONNECTOR_READS = ("GET /connectors/getConnectors", "GET /connectors/getConnector")
 CONNECTOR_WRITES = (
