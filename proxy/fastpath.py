@@ -334,7 +334,9 @@ class FastExchange:
         up, self._up = self._up, None
         if up is not None:
             up.release(reusable)
+        # As the ASGI app counts it: a client that left is the proxy's own 499.
+        origin = "proxy" if status == 499 else "legacy"
         self.server.metrics.observe(
-            self.entity, "legacy", "legacy", status, time.perf_counter() - self._started
+            self.entity, "legacy", origin, status, time.perf_counter() - self._started
         )
         self.conn.exchange_done(self.req)

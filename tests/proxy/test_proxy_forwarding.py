@@ -175,6 +175,17 @@ async def test_client_leaving_mid_download_stops_the_upstream_transfer(
     outcome, sent = upstream.app[DOWNLOADS][-1]
     assert outcome == "aborted"
     assert sent < size // 4
+    gone = (
+        'strangler_proxy_requests_total{entity="unrouted",mode="legacy",origin="proxy",'
+        'status="499"} 1.0'
+    )
+    async with httpx.AsyncClient() as client:
+        for _ in range(100):
+            if gone in (await client.get(proxy.admin_url + "/metrics")).text:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the client that left is not counted as 499")
 
 
 async def test_head_and_empty_responses_pass_through(start_proxy, http) -> None:
