@@ -228,3 +228,51 @@ async def test_a_pooled_connection_closed_by_legacy_is_retried_only_without_a_bo
     finally:
         server.close()
         await server.wait_closed()
+
+
+class _BodyUntilClose(asyncio.Protocol):
+    """An HTTP/1.0-style answer: no length, no chunks, the end of the body is the close."""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello ")
+        self.transport.write(b"world")
+        self.transport.close()
+
+
+async def test_a_body_ended_by_legacy_closing_reaches_the_client_chunked(start_proxy) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_BodyUntilClose, "127.0.0.1", 0)
+    try:
+        proxy = await start_proxy(
+            legacy_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        )
+        reader, writer = await _connect(proxy)
+        for _ in range(2):  # the client connection stays usable
+            writer.write(b"GET /any HTTP/1.1\r\nHost: p\r\n\r\n")
+            status, headers, body = await _read_response(reader)
+            assert status.startswith(b"HTTP/1.1 200")
+            assert headers[b"transfer-encoding"] == b"chunked"
+            assert body == b"hello world"
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_fenced_write_expecting_continue_gets_503_without_100(start_proxy, http) -> None:
+    proxy = await start_proxy(rules=rules_data(connectors={"mode": "legacy", "fenced": True}))
+    reader, writer = await _connect(proxy)
+    writer.write(
+        b"POST /connectors/addConnector HTTP/1.1\r\nHost: p\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 5\r\n\r\n"
+    )
+    status, headers, body = await _read_response(reader)
+    writer.close()
+    await writer.wait_closed()
+    assert status.startswith(b"HTTP/1.1 503")  # answered at once: no "100 Continue" first
+    assert headers[b"retry-after"] == b"2"
+    assert json.loads(body)["message"] == "connectors is being switched over; retry in 2 s"
