@@ -1,7 +1,12 @@
 """``strangler demo``: the main job in one process, since the in-process store cannot be shared.
 
-First form: seed the legacy emulator with ``small`` data, serve it, and print a
-``curl`` that works as printed. Each later stage of the migration adds a step here.
+The walk-through (:mod:`strangler.demo_run`): every part started on loopback
+(:mod:`strangler.demo_stack`), client traffic with a ledger of acknowledged writes
+(:mod:`strangler.demo_traffic`), connectors and the workspace tree walked through every
+mode (:mod:`strangler.demo_walk`), and the closing checks (:mod:`strangler.demo_check`).
+
+``--check`` keeps the first form: seed the legacy emulator with ``small`` data, serve it,
+and send the printed ``curl`` once.
 """
 
 from __future__ import annotations
@@ -22,17 +27,39 @@ from strangler.tokens import mint_token
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     demo = subparsers.add_parser(
         "demo",
-        help="seed and serve the legacy emulator, print requests that work as printed",
-        description="Run the demo in one process: seed the in-process legacy store with small "
-        "data, serve it, and print a curl to try. Ctrl-C stops it.",
+        help="the whole migration, live: connectors and the workspace tree through every stage",
+        description="In one process: seed the in-process legacy store with small data, upgrade "
+        "the demo's PostgreSQL database, serve the legacy emulator and the proxy, backfill, "
+        "start the forward and reverse syncs, and run client traffic through the proxy while "
+        "connectors, then the workspace tree, go legacy -> shadow -> canary 50 -> new -> "
+        "legacy, printing the gates and the shadow report at each step. Ends with verify and "
+        "the count of acknowledged client writes lost, then keeps serving (Ctrl-C stops it) "
+        "unless --no-serve. DATABASE_URL left at its default selects the demo's own "
+        "database uzo_demo, which is reset at every start.",
     )
     demo.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    demo.add_argument("--legacy-port", type=int, default=8001, help="legacy emulator port")
+    demo.add_argument("--legacy-port", type=int, default=8001, help="legacy emulator port (8001)")
+    demo.add_argument("--proxy-port", type=int, default=8000, help="proxy port (8000; 0: any)")
+    demo.add_argument("--admin-port", type=int, default=9000, help="proxy admin port (9000)")
     demo.add_argument("--seed", type=int, default=1, help="data generator seed")
+    demo.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="exit after the walk-through: 0 when no write was lost and verify is clean",
+    )
+    demo.add_argument(
+        "--quick", action="store_true", help="shorter dwell at each step (for tests and CI)"
+    )
+    demo.add_argument(
+        "--reset-database",
+        action="store_true",
+        help="allow resetting the database DATABASE_URL names (the default demo database "
+        "uzo_demo is always reset)",
+    )
     demo.add_argument(
         "--check",
         action="store_true",
-        help="send the printed request once, show its answer, and exit (for CI and scripts)",
+        help="first form only: seed, serve the emulator, send the printed request once, exit",
     )
     demo.set_defaults(handler=_demo)
 
@@ -44,6 +71,10 @@ def _port_free(host: str, port: int) -> bool:
 
 def _demo(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if not args.check:
+        from strangler.demo_run import run_walkthrough
+
+        return asyncio.run(run_walkthrough(settings, args))
     if not _port_free(args.host, args.legacy_port):
         raise ConfigError(
             "--legacy-port",
