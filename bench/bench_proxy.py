@@ -1,14 +1,18 @@
-"""``make bench`` (proxy): requests/s and p50/p99 latency at 32 connections for
-direct-to-upstream, through the proxy in ``legacy`` mode (aiohttp and httpx upstream
-clients), and through nginx as a reverse proxy, all on the same upstream.
+"""``make bench`` (proxy): requests/s and p50/p99 latency at 32 connections, direct to the
+upstream, through nginx as a reverse proxy (one worker), and through the proxy in
+``legacy`` mode with each engine (``fast``, and ``asgi``: uvicorn + aiohttp), all on the
+same upstream, with each one's ratio to nginx and the p50 it adds to the direct one (the
+issue's target: at least 0.25 of nginx, at most +2 ms).
 
-Everything is started and stopped here, each in its own process: a small upstream that
-answers a legacy-like JSON envelope (so that it is not the bottleneck), the proxy
-(``strangler proxy serve``), nginx (skipped with a line saying so when not installed) and
-the load generator (``wrk`` when installed, else a small aiohttp client process).
+Everything is started here, each in its own process: a small upstream that answers a
+legacy-like JSON envelope (so that it is not the bottleneck), nginx (skipped with a line
+saying so when not installed), the proxies (``strangler proxy serve``) and the load
+generator (``wrk`` when installed, else a small aiohttp client process). The targets are
+measured in interleaved rounds and the median run of each is shown, so that other work on
+the machine weighs on every row alike.
 
     python -m bench proxy                   # or: make bench
-    python -m bench.bench_proxy --seconds 10
+    python -m bench.bench_proxy --seconds 10 --rounds 5
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 
 CONNECTIONS = 32
 PATH = "/connectors/getConnectors?page=1&per_page=20"
@@ -294,38 +299,53 @@ def _nginx_binary() -> str | None:
     )
 
 
-def _measure_nginx(nginx: str, tmp: str, upstream: int, seconds: float) -> dict[str, float | str]:
+@dataclass
+class _Target:
+    name: str
+    url: str
+    note: str = ""
+    pid: int | None = None  # a proxy's process, for its CPU time per request
+    runs: list[dict[str, float | str]] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+    def median(self) -> dict[str, float | str]:
+        """The run with the median requests/s (its own p50 and p99 with it)."""
+        ordered = sorted(self.runs, key=lambda r: float(r["rps"]))
+        result = dict(ordered[len(ordered) // 2])
+        if self.pid is not None:
+            served = sum(float(r["rps"]) * float(r["seconds"]) for r in self.runs)
+            result["cpu_us"] = self.cpu_seconds / served * 1e6
+        return result
+
+
+def _start_nginx(stack: ExitStack, nginx: str, tmp: str, upstream: int) -> str:
     port = _free_port()
     conf = pathlib.Path(tmp) / "nginx.conf"
     conf.write_text(_NGINX_CONF.format(workers=1, tmp=tmp, upstream=upstream, port=port))
-    with _process([nginx, "-c", str(conf), "-g", "daemon off;"], port, "nginx"):
-        return _measure(f"http://127.0.0.1:{port}{PATH}", seconds)
+    stack.enter_context(_process([nginx, "-c", str(conf), "-g", "daemon off;"], port, "nginx"))
+    return f"http://127.0.0.1:{port}{PATH}"
 
 
-def _measure_proxy(
-    rules: pathlib.Path, env: dict[str, str], seconds: float, *options: str
-) -> dict[str, float | str]:
+def _start_proxy(
+    stack: ExitStack, rules: pathlib.Path, env: dict[str, str], *options: str
+) -> tuple[str, int]:
     port, admin = _free_port(), _free_port()
     serve = [
         sys.executable, "-m", "strangler.cli", "proxy", "serve", "--host", "127.0.0.1",
         "--port", str(port), "--admin-port", str(admin), "--rules", str(rules), *options,
     ]  # fmt: skip
-    with _process(serve, port, f"proxy ({' '.join(options)})", env) as proxy:
-        # One short warm-up run fills the upstream pool before the measured one.
-        _generate_load(f"http://127.0.0.1:{port}{PATH}", 1)
-        cpu_before = _cpu_seconds(proxy.pid)
-        result = _measure(f"http://127.0.0.1:{port}{PATH}", seconds)
-        # CPU per request does not depend on what else the machine runs: it says what one
-        # dedicated core would serve (1e6 / us_per_request).
-        result["cpu_us"] = (
-            (_cpu_seconds(proxy.pid) - cpu_before) / (float(result["rps"]) * seconds) * 1e6
-        )
-    return result
+    proxy = stack.enter_context(_process(serve, port, f"proxy ({' '.join(options)})", env))
+    url = f"http://127.0.0.1:{port}{PATH}"
+    _generate_load(url, 1)  # a short warm-up run fills the upstream pool
+    return url, proxy.pid
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench_proxy")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per run (4)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved runs per target; the median shows (3)"
+    )
     parser.add_argument(
         "--httpx", action="store_true", help="also measure the ASGI engine with httpx (slow)"
     )
@@ -335,29 +355,34 @@ def main(argv: list[str] | None = None) -> None:
     env.pop("PYTHONPATH", None)
     print(
         f"load: {'wrk -t2' if shutil.which('wrk') else 'aiohttp client process'}, "
-        f"{CONNECTIONS} connections, {args.seconds:g} s per target, GET {PATH}; "
-        f"{os.cpu_count()} CPUs shared by load generator, proxy and upstream; "
-        "one process each for nginx (1 worker) and the proxy",
+        f"{CONNECTIONS} connections, GET {PATH}; {args.rounds} rounds of {args.seconds:g} s "
+        "per target, interleaved (the median run shows); "
+        f"{os.cpu_count()} CPUs shared by load generator, upstream and the target; "
+        "one process each for nginx (1 worker) and each proxy",
         flush=True,
     )
     nginx_binary = _nginx_binary()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        _process(
-            [sys.executable, "-m", "bench.bench_proxy", "upstream", str(upstream)],
-            upstream,
-            "upstream",
-        ),
-    ):
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        stack.enter_context(
+            _process(
+                [sys.executable, "-m", "bench.bench_proxy", "upstream", str(upstream)],
+                upstream,
+                "upstream",
+            )
+        )
         rules = pathlib.Path(tmp) / "routing_rules.yaml"
         shutil.copy(REPO / "routing_rules.yaml", rules)
-        direct = _measure(f"http://127.0.0.1:{upstream}{PATH}", args.seconds)
-        nginx = (
-            None
-            if nginx_binary is None
-            else _measure_nginx(nginx_binary, tmp, upstream, args.seconds)
-        )
-        proxies = [
+        direct = _Target("direct to upstream", f"http://127.0.0.1:{upstream}{PATH}")
+        targets = [direct]
+        nginx: _Target | None = None
+        if nginx_binary is not None:
+            nginx = _Target(
+                "nginx, 1 worker",
+                _start_nginx(stack, nginx_binary, tmp, upstream),
+                f"issue's nginx: {ISSUE_BASELINE['nginx']:,}/s",
+            )
+            targets.append(nginx)
+        engines = [
             ("proxy, legacy, fast engine", ("--engine", "fast"), ""),
             (
                 "proxy, legacy, asgi engine",
@@ -367,26 +392,33 @@ def main(argv: list[str] | None = None) -> None:
             ),
         ]
         if args.httpx:
-            proxies.append(
+            engines.append(
                 (
                     "proxy, legacy, asgi (httpx)",
                     ("--engine", "asgi", "--upstream-client", "httpx"),
                     f"issue's Starlette+httpx: {ISSUE_BASELINE['httpx proxy']:,}/s",
                 )
             )
-        measured = [
-            (name, _measure_proxy(rules, env, args.seconds, *options), note)
-            for name, options, note in proxies
-        ]
+        for name, options, note in engines:
+            url, pid = _start_proxy(stack, rules, env, *options)
+            targets.append(_Target(name, url, note, pid))
+        # Interleaved, so that a burst of other work on the machine hits every target alike.
+        for _ in range(args.rounds):
+            for target in targets:
+                before = _cpu_seconds(target.pid) if target.pid else 0.0
+                run = _measure(target.url, args.seconds)
+                run["seconds"] = args.seconds
+                if target.pid:
+                    target.cpu_seconds += _cpu_seconds(target.pid) - before
+                target.runs.append(run)
+    reference = nginx.median() if nginx else None
+    baseline = direct.median()
     print(f"{'target':<30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'/nginx':>7} {'+p50':>7}")
-    print(_row("direct to upstream", direct, nginx=nginx))
+    print(_row(direct.name, baseline, nginx=reference))
     if nginx is None:
         print(_row("nginx", None, "skipped: nginx is not installed (apt-get install nginx)"))
-    else:
-        note = f"issue's nginx: {ISSUE_BASELINE['nginx']:,}/s"
-        print(_row("nginx, 1 worker", nginx, note, nginx=nginx, direct=direct))
-    for name, result, note in measured:
-        print(_row(name, result, note, nginx=nginx, direct=direct))
+    for target in targets[1:]:
+        print(_row(target.name, target.median(), target.note, nginx=reference, direct=baseline))
     print(
         f"target (issue): at least {TARGET_RATIO} of nginx's req/s (/nginx) and at most "
         f"+{TARGET_ADDED_P50_MS:g} ms over the direct p50 (+p50)"
