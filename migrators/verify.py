@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from bson import json_util
+from bson import ObjectId, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from migrators.backfill import legacy_id_filter, legacy_id_of, read_version
@@ -118,15 +118,25 @@ class VerifyReport:
         return lines
 
 
-def _age_moment(document: Mapping[str, Any]) -> datetime | None:
+def _age_moment(document: Mapping[str, Any], by_object_id: bool = False) -> datetime | None:
+    """When the document last changed, as far as it tells: its ``updated_at`` (else
+    ``created_at``); with ``by_object_id`` (collections keyed by ``_id``, whose documents
+    are written once: history, copies), the moment its ObjectId was made when that is later.
+    A ``workflowBkp`` copy carries the stamps of the workflow it copied; its insertion is
+    younger, and the sync may not have carried it yet."""
+    stamped: datetime | None = None
     for name in ("updated_at", "created_at"):
         try:
-            moment = parse_legacy_datetime(document.get(name))
+            stamped = parse_legacy_datetime(document.get(name))
         except DirtyValue:
             continue
-        if moment is not None:
-            return moment
-    return None
+        if stamped is not None:
+            break
+    key = document.get("_id")
+    inserted = key.generation_time if by_object_id and isinstance(key, ObjectId) else None
+    if stamped is None or (inserted is not None and inserted > stamped):
+        return inserted
+    return stamped
 
 
 def _field_differences(spec: EntitySpec, legacy: Document, migrated: Document) -> tuple[str, ...]:
@@ -251,7 +261,7 @@ async def verify_entity(
         if legacy_id in legacy:
             duplicates.append(legacy_id)
         legacy[legacy_id] = spec.normalize(strip_origin(document))
-        born = _age_moment(document)
+        born = _age_moment(document, by_object_id=spec.id_field == "_id")
         if min_age > 0 and born is not None and born > young_after:
             young.add(legacy_id)
     unreadable: dict[str, str] = {}
