@@ -258,7 +258,6 @@ class DemoStack:
             timeout_seconds=COMPARE_TIMEOUT,
         )
         await runner.start()
-        self._stack.push_async_callback(runner.stop)
         sink = runner
         rules = Path(self._tempdir.name) / "routing_rules.yaml"
         rules.write_text(_sampled_rules((REPO / "routing_rules.yaml").read_text()))
@@ -287,10 +286,13 @@ class DemoStack:
         try:
             await proxy.start()
         except OSError as exc:
+            await runner.stop()
             raise ConfigError(
                 "--proxy-port/--admin-port", f"cannot listen ({exc.strerror})", "pick free ports"
             ) from exc
         self._stack.push_async_callback(proxy.stop)
+        # Stopped before the proxy, whose upstream client its re-reads of legacy use.
+        self._stack.push_async_callback(runner.stop)
         self.proxy = proxy
         return proxy
 
