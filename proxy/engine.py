@@ -204,9 +204,12 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        url = self._url
+        if url[:1] != b"/" and url != b"*":
+            url = _origin_form(url)
         req = Request(
             parser.get_method(),
-            self._url,
+            url,
             self._headers,
             parser.should_keep_alive(),
             parser.get_http_version() == "1.1",
@@ -387,6 +390,14 @@ class FastServer:
         if req.expect_continue and not req.complete and conn.transport is not None:
             conn.transport.write(_CONTINUE)
         exchange.start()
+
+
+def _origin_form(url: bytes) -> bytes:
+    """``/path?query`` of an absolute-form target (``http://host/path?query``), so that it
+    is routed, fenced and forwarded like any other; raises HttpParserInvalidURLError."""
+    parsed = httptools.parse_url(url)
+    path = parsed.path or b"/"
+    return path + b"?" + parsed.query if parsed.query else path
 
 
 def _records_touched(app: ProxyApp, entity: str) -> bool:

@@ -276,3 +276,18 @@ async def test_a_fenced_write_expecting_continue_gets_503_without_100(start_prox
     assert status.startswith(b"HTTP/1.1 503")  # answered at once: no "100 Continue" first
     assert headers[b"retry-after"] == b"2"
     assert json.loads(body)["message"] == "connectors is being switched over; retry in 2 s"
+
+
+async def test_an_absolute_form_target_is_routed_and_fenced_like_any_other(start_proxy) -> None:
+    proxy = await start_proxy(rules=rules_data(connectors={"mode": "legacy", "fenced": True}))
+    reader, writer = await _connect(proxy)
+    writer.write(b"GET http://elsewhere.example/echo/x?y=1 HTTP/1.1\r\nHost: p\r\n\r\n")
+    _, _, body = await _read_response(reader)
+    assert json.loads(body)["path"] == "/echo/x?y=1"
+    writer.write(
+        b"POST http://p/connectors/addConnector HTTP/1.1\r\nHost: p\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    status, _, _ = await _read_response(reader)
+    writer.close()
+    await writer.wait_closed()
+    assert status.startswith(b"HTTP/1.1 503")  # the fence holds whatever form the target has
