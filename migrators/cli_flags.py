@@ -68,10 +68,12 @@ class LiveProbes:
 
     async def backfill_pending(self, entity: str) -> list[str]:
         try:
-            spec = self._registry.get(entity)
+            group = self._registry.group(entity)
         except UnknownEntity:
             return [f"{entity} (no mapping yet)"]
-        wanted = [entity, *spec.depends_on]
+        wanted = list(
+            dict.fromkeys(name for spec in group for name in (spec.name, *spec.depends_on))
+        )
         done = await self._conn.fetch(
             "SELECT entity FROM migration_backfill_checkpoints "
             "WHERE entity = ANY($1::text[]) AND completed_at IS NOT NULL",
@@ -81,8 +83,15 @@ class LiveProbes:
         return [name for name in wanted if name not in completed]
 
     async def sync_state(self, entity: str) -> tuple[bool, float | None]:
-        status = await sync_status(self._conn, entity)
-        return status.running, status.lag_seconds
+        """Running when every member of the entity's group is synced; the largest lag."""
+        try:
+            names = [spec.name for spec in self._registry.group(entity)]
+        except UnknownEntity:
+            names = [entity]
+        statuses = [await sync_status(self._conn, name) for name in names]
+        lags = [s.lag_seconds for s in statuses if s.lag_seconds is not None]
+        lag = max(lags) if lags and len(lags) == len(statuses) else None
+        return all(s.running for s in statuses), lag
 
     async def shadow_gates(self, entity: str, config: GateConfig) -> list[Gate]:
         since = datetime.now(UTC) - timedelta(seconds=config.window_seconds)
@@ -107,13 +116,16 @@ class LiveProbes:
     async def verify(self, entity: str, min_age: float = 5.0) -> tuple[bool, str]:
         """Verify's verdict; ``min_age`` skips what the sync may not have carried yet."""
         try:
-            spec = self._registry.get(entity)
+            group = self._registry.group(entity)
         except UnknownEntity:
             return False, f"{entity} has no mapping: it cannot be verified"
         db = await legacy_database(self._settings)
         context = SecretBox(self._settings.connector_keys).context()
-        report = await verify_entity(db, self._conn, spec, context, min_age=min_age)
-        return report.clean, report.lines()[0]
+        reports = [
+            await verify_entity(db, self._conn, spec, context, min_age=min_age) for spec in group
+        ]
+        unclean = [report for report in reports if not report.clean]
+        return not unclean, "; ".join(report.lines()[0] for report in (unclean or reports))
 
 
 async def touched_backlog(redis: aioredis.Redis, entity: str) -> int:

@@ -44,9 +44,21 @@ class SpecRegistry:
         except KeyError:
             raise UnknownEntity(name, list(self._specs)) from None
 
+    def group(self, flag_entity: str) -> list[EntitySpec]:
+        """The specs that switch with one routing_rules.yaml entity, in dependency order."""
+        members = [spec for spec in self if spec.routing_entity == flag_entity]
+        if not members:
+            raise UnknownEntity(flag_entity, list(self._specs))
+        return members
+
     def select(self, name: str) -> list[EntitySpec]:
-        """``all`` -> every spec in dependency order; otherwise the one named."""
-        return list(self) if name == "all" else [self.get(name)]
+        """``all`` -> every spec in dependency order; a flag entity -> its whole group
+        (``workspaces`` -> the workflows, the trees and their histories); otherwise the
+        one spec named."""
+        if name == "all":
+            return list(self)
+        members = [spec for spec in self if spec.routing_entity == name]
+        return members or [self.get(name)]
 
     def __iter__(self) -> Iterator[EntitySpec]:
         return iter(self._specs.values())

@@ -109,7 +109,7 @@ class Reference:
 class EntitySpec:
     """One entity of the migration."""
 
-    name: str  # the flag-table entity name, e.g. "connectors"
+    name: str  # the migration entity's name, e.g. "connectors" or "workflows"
     collection: str  # the legacy collection, e.g. "connectors"
     id_field: str  # the legacy id field in the document, e.g. "connector_id"
     tables: tuple[str, ...]  # target tables, parents first
@@ -133,3 +133,11 @@ class EntitySpec:
     redact: Callable[[Document], Document] | None = None
     unique_names: tuple[UniqueName, ...] = ()
     references: tuple[Reference, ...] = ()
+    # The routing_rules.yaml entity this one switches with (default: its own name). The
+    # workspace tree is one flag entity made of several collections: they are backfilled,
+    # synced, verified and gated together.
+    flag_entity: str = ""
+
+    @property
+    def routing_entity(self) -> str:
+        return self.flag_entity or self.name

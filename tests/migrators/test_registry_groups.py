@@ -1,0 +1,39 @@
+"""A flag entity made of several collections is backfilled, synced, verified and gated whole."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from migrators.cli_flags import LiveProbes
+from migrators.registry import UnknownEntity, default_registry
+from strangler.config import load_settings
+
+TREE = ["workflows", "workspaces", "workflow_versions", "workflow_backups"]
+
+
+def test_the_workspaces_flag_entity_selects_the_whole_tree() -> None:
+    registry = default_registry()
+    assert [spec.name for spec in registry.select("workspaces")] == TREE
+    assert [spec.name for spec in registry.select("workflows")] == ["workflows"]
+    assert [spec.name for spec in registry.select("connectors")] == ["connectors"]
+    with pytest.raises(UnknownEntity):
+        registry.group("nothing")
+
+
+async def test_backfill_gate_waits_for_every_member_of_the_group(
+    migrated_database_url: str,
+) -> None:
+    settings = load_settings({"DATABASE_URL": migrated_database_url})
+    conn = await asyncpg.connect(migrated_database_url)
+    try:
+        done = ["subscriptions", "users", "connectors", *TREE[:-1]]
+        await conn.executemany(
+            "INSERT INTO migration_backfill_checkpoints (entity, completed_at) VALUES ($1, now())",
+            [(name,) for name in done],
+        )
+        probes = LiveProbes(conn, settings, "routing_rules.yaml")
+        assert await probes.backfill_pending("workspaces") == ["workflow_backups"]
+        assert await probes.backfill_pending("connectors") == []
+    finally:
+        await conn.close()
