@@ -103,7 +103,7 @@ async def run_walkthrough(settings: Settings, args: argparse.Namespace) -> int:
         say(f"7. client traffic through the proxy: {len(tenants)} tenants, reads and writes of "
             "connectors and of workspace trees (each tree edited by its own client, all at "
             "once)")  # fmt: skip
-        times = WalkTimes(dwell=2.5 if args.quick else 5.0)
+        times = WalkTimes(dwell=2.5 if args.quick else 4.0)
         walk = Walk(stack, traffic, times, say)
         say(f"   gates as 'strangler flags set' evaluates them, with --max-regression-rate "
             f"{walk.config.max_regression_rate:g} (the shipped default is 0.01, which needs "

@@ -29,7 +29,7 @@ __all__ = ["Counters", "Ledger", "Tenant", "Traffic"]
 
 # Writers pause this many beats between calls, readers one: reads are what the comparator
 # needs evidence from, writes what makes it interesting.
-WRITER_BEATS = 5.0
+WRITER_BEATS = 8.0
 READERS_PER_TENANT = 3
 
 

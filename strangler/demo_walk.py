@@ -3,8 +3,8 @@ flags API (``migrators.flags``, what ``strangler flags plan/set`` run), gates ev
 printed before each step, the shadow report printed after a dwell with traffic.
 
 An entity of the flag table may span several migration entities (the workspace tree is
-four: workflows, workspaces, versions, backups, which switch together), so the gates and the
-drain of a switch look at all of them (:class:`GroupProbes`, :func:`group_drained`).
+four: workflows, workspaces, versions, backups, which switch together), so the gates
+(``LiveProbes``) and the drain of a switch (:func:`group_drained`) look at all of them.
 
 Gates are never forced. Into canary, the comparator needs evidence: the walk keeps the
 traffic running until the gates pass or ``evidence_wait`` runs out; a gate that still fails
@@ -47,13 +47,12 @@ from shadow_compare.endpoints import load_entity_endpoints
 from shadow_compare.render import render
 from shadow_compare.report import Gates, build_report
 from shadow_compare.store import ResultStore
-from strangler.demo_stack import ENTITY_GROUPS, DemoStack, group_specs
+from strangler.demo_stack import DemoStack, group_specs
 from strangler.demo_traffic import Traffic
 from strangler.errors import StranglerError
 
 __all__ = [
     "STEPS",
-    "GroupProbes",
     "Walk",
     "WalkStopped",
     "WalkTimes",
@@ -81,40 +80,6 @@ def _read(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")  # a few KB: fine on the event loop
 
 
-class GroupProbes:
-    """The gates' evidence for a flag entity over every migration entity it spans."""
-
-    def __init__(self, live: LiveProbes, conn: asyncpg.Connection) -> None:
-        self._live = live
-        self._conn = conn
-
-    async def backfill_pending(self, entity: str) -> list[str]:
-        pending: list[str] = []
-        for name in ENTITY_GROUPS[entity]:
-            pending += [p for p in await self._live.backfill_pending(name) if p not in pending]
-        return pending
-
-    async def sync_state(self, entity: str) -> tuple[bool, float | None]:
-        running, lags = True, []
-        for name in ENTITY_GROUPS[entity]:
-            status = await sync_status(self._conn, name)
-            running = running and status.running
-            lags.append(status.lag_seconds)
-        known = [lag for lag in lags if lag is not None]
-        return running, (max(known) if len(known) == len(lags) else None)
-
-    async def shadow_gates(self, entity: str, config: GateConfig) -> list[Gate]:
-        return await self._live.shadow_gates(entity, config)
-
-    async def verify(self, entity: str, min_age: float = 5.0) -> tuple[bool, str]:
-        clean, summaries = True, []
-        for name in ENTITY_GROUPS[entity]:
-            ok, summary = await self._live.verify(name, min_age)
-            clean = clean and ok
-            summaries.append(summary)
-        return clean, " | ".join(summaries)
-
-
 async def touched_backlog(redis: Any, key: str) -> int:
     try:
         groups = await redis.xinfo_groups(key)
@@ -130,11 +95,11 @@ async def touched_backlog(redis: Any, key: str) -> int:
 
 
 def group_drained(
-    change: Change, conn: asyncpg.Connection, stack: DemoStack, probes: GroupProbes
+    change: Change, conn: asyncpg.Connection, stack: DemoStack, probes: LiveProbes
 ) -> Callable[[float], Any]:
     """The drain test of a switch over every migration entity of the flag entity: as
     ``migrators.cli_flags.drain_check``, entity by entity."""
-    names = ENTITY_GROUPS[change.entity]
+    names = [spec.name for spec in group_specs(change.entity)]
 
     async def drained(fenced_at: float) -> tuple[bool, str]:
         if change.from_mode == "new":
@@ -191,19 +156,19 @@ class Walk:
     async def walk(self, entity: str, number: int) -> None:
         self.say(f"\n== {number}. {entity}: legacy -> shadow -> canary 50 -> new -> legacy ==")
         self.traffic.focus = entity
-        self.say(f"   ({entity} moves as: {', '.join(ENTITY_GROUPS[entity])})")
+        names = ", ".join(spec.name for spec in group_specs(entity))
+        self.say(f"   ({entity} moves as: {names})")
         self.say(f"-- {entity}: legacy (every request served by legacy)")
         await self.dwell(self.times.dwell / 2)
         conn = await asyncpg.connect(self.stack.settings.database_url)
         try:
-            live = LiveProbes(conn, self.stack.settings, self.stack.rules_path)
-            probes = GroupProbes(live, conn)
+            probes = LiveProbes(conn, self.stack.settings, self.stack.rules_path)
             for mode, percent in STEPS:
                 await self.step(conn, probes, entity, mode, percent)
         finally:
             await conn.close()
 
-    async def _gates(self, change: Change, probes: GroupProbes) -> list[Gate]:
+    async def _gates(self, change: Change, probes: LiveProbes) -> list[Gate]:
         gates = await evaluate_gates(change, probes, self.config)
         deadline = time.monotonic() + self.times.evidence_wait
         # Into canary the comparator must have seen enough; wait for traffic to provide it.
@@ -219,7 +184,7 @@ class Walk:
     async def step(
         self,
         conn: asyncpg.Connection,
-        probes: GroupProbes,
+        probes: LiveProbes,
         entity: str,
         mode: str,
         percent: float | None,
@@ -257,7 +222,7 @@ class Walk:
             self.say("   (legacy serves everything again: nothing is compared)")
 
     async def _apply(
-        self, conn: asyncpg.Connection, probes: GroupProbes, change: Change, gates: list[Gate]
+        self, conn: asyncpg.Connection, probes: LiveProbes, change: Change, gates: list[Gate]
     ) -> None:
         assert self.stack.proxy is not None
         rules = self.stack.rules_path
