@@ -18,12 +18,13 @@ async def test_frames_flow_both_ways_and_legacy_close_code_reaches_client(
     start_proxy, upstream
 ) -> None:
     proxy = await start_proxy()
-    ws_url = proxy.url.replace("http", "ws") + f"/ws/runNow/wf_0123456789ab?token={token()}"
+    bearer = token()  # minted once: a second mint in another second carries another exp
+    ws_url = proxy.url.replace("http", "ws") + f"/ws/runNow/wf_0123456789ab?token={bearer}"
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_url, protocols=("legacy.v1",)) as ws:
             assert ws.protocol == "legacy.v1"
             hello = await ws.receive_json(timeout=5)
-            assert hello == {"hello": "/ws/runNow/wf_0123456789ab", "token": token()}
+            assert hello == {"hello": "/ws/runNow/wf_0123456789ab", "token": bearer}
             await ws.send_str("ping-1")
             assert (await ws.receive_str(timeout=5)) == "echo:ping-1"
             await ws.send_bytes(b"\x00\x01\x02")
