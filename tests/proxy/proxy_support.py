@@ -35,8 +35,12 @@ WS_CLOSES = web.AppKey("ws_closes", list)
 DOWNLOADS = web.AppKey("downloads", list)
 
 
+# One issue time for the whole run, so two mints of the same caller give the same token.
+_ISSUED_AT = time.time()
+
+
 def token(subscription_id: str = "sub_000000000000", user: str = "usr_000000000001") -> str:
-    return mint_token(SECRET, user, subscription_id)
+    return mint_token(SECRET, user, subscription_id, now=_ISSUED_AT)
 
 
 def free_port() -> int:
