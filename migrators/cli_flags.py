@@ -68,7 +68,7 @@ class LiveProbes:
 
     async def backfill_pending(self, entity: str) -> list[str]:
         try:
-            group = self._registry.group(entity)
+            group = self._registry.select(entity)
         except UnknownEntity:
             return [f"{entity} (no mapping yet)"]
         wanted = list(
@@ -85,7 +85,7 @@ class LiveProbes:
     async def sync_state(self, entity: str) -> tuple[bool, float | None]:
         """Running when every member of the entity's group is synced; the largest lag."""
         try:
-            names = [spec.name for spec in self._registry.group(entity)]
+            names = [spec.name for spec in self._registry.select(entity)]
         except UnknownEntity:
             names = [entity]
         statuses = [await sync_status(self._conn, name) for name in names]
@@ -116,7 +116,7 @@ class LiveProbes:
     async def verify(self, entity: str, min_age: float = 5.0) -> tuple[bool, str]:
         """Verify's verdict; ``min_age`` skips what the sync may not have carried yet."""
         try:
-            group = self._registry.group(entity)
+            group = self._registry.select(entity)
         except UnknownEntity:
             return False, f"{entity} has no mapping: it cannot be verified"
         db = await legacy_database(self._settings)

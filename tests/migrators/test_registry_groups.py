@@ -35,5 +35,8 @@ async def test_backfill_gate_waits_for_every_member_of_the_group(
         probes = LiveProbes(conn, settings, "routing_rules.yaml")
         assert await probes.backfill_pending("workspaces") == ["workflow_backups"]
         assert await probes.backfill_pending("connectors") == []
+        # a member named alone is gated on itself and its dependencies
+        assert await probes.backfill_pending("workflows") == []
+        assert await probes.backfill_pending("workflow_backups") == ["workflow_backups"]
     finally:
         await conn.close()
