@@ -124,6 +124,7 @@ def group_drained(
 class WalkTimes:
     dwell: float = 4.0  # seconds of traffic at each step before the report
     evidence_wait: float = 60.0  # at most, for the comparator's samples before canary
+    verify_wait: float = 30.0  # at most, for verify to meet no write in flight before new
     settle: float = 0.5  # after fencing, for writes that passed the fence
 
 
@@ -169,14 +170,16 @@ class Walk:
             await conn.close()
 
     async def _gates(self, change: Change, probes: LiveProbes) -> list[Gate]:
+        """The gates, evaluated again while they fail for a reason traffic resolves: into
+        canary the comparator needs evidence; into new, verify under live traffic can meet
+        a write in flight (a document whose stamps did not move, changed between the reads
+        of the two stores). A gate still failing at the deadline stops the walk."""
         gates = await evaluate_gates(change, probes, self.config)
-        deadline = time.monotonic() + self.times.evidence_wait
-        # Into canary the comparator must have seen enough; wait for traffic to provide it.
-        while change.to_mode == "canary" and not all(g.passed for g in gates):
-            if time.monotonic() >= deadline:
-                break
+        wait = {"canary": self.times.evidence_wait, "new": self.times.verify_wait}
+        deadline = time.monotonic() + wait.get(change.to_mode, 0.0)
+        while not all(g.passed for g in gates) and time.monotonic() < deadline:
             waiting = "; ".join(f"{g.name}: {g.detail}" for g in gates if not g.passed)
-            self.say(f"     waiting for evidence ({waiting})")
+            self.say(f"     evaluating again in 2 s ({waiting[:300]})")
             await asyncio.sleep(2.0)
             gates = await evaluate_gates(change, probes, self.config)
         return gates
