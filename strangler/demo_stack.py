@@ -119,6 +119,19 @@ def _sampled_rules(text: str) -> str:
     return text
 
 
+async def _cancelled(task: asyncio.Task[None], within: float = 60.0) -> bool:
+    """Cancel ``task`` and wait for it to end, cancelling it again every second: on Python
+    3.11 a cancellation that meets a completing ``asyncio.wait_for`` inside a client library
+    can be swallowed, and the worker would go on as if never asked."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not task.done():
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+    return True
+
+
 class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
@@ -349,11 +362,8 @@ class DemoStack:
     async def stop_forward(self, specs: Iterable[EntitySpec]) -> None:
         for spec in specs:
             entry = self.workers.pop(spec.name, None)
-            if entry is not None:
-                entry[1].cancel()
-                _done, stuck = await asyncio.wait([entry[1]], timeout=60.0)
-                if stuck:
-                    self.say(f"   the {spec.name} sync did not stop within 60 s of its cancel")
+            if entry is not None and not await _cancelled(entry[1]):
+                self.say(f"   the {spec.name} sync did not stop within 60 s of its cancel")
 
     def forward_failures(self) -> list[str]:
         """Workers that stopped on an error (a finding: the demo reports it)."""
