@@ -47,6 +47,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from migrators.dlq import Failure, record_dead_letters
 from migrators.feeds import Feed, FeedBatch, FeedEvent
+from migrators.feeds.cancellation import raise_if_cancel_requested
 from migrators.feeds.leadership import hold_leadership, release_leadership
 from migrators.feeds.metrics import SyncMetrics
 from migrators.origin import strip_origin
@@ -182,6 +183,7 @@ class SyncWorker:
     async def run(self, *, once: bool = False) -> None:
         """Lead and apply until cancelled; ``once``: until the feed has caught up."""
         while True:
+            raise_if_cancel_requested()
             conn: asyncpg.Connection | None = None
             try:
                 conn = await self._connect()
@@ -242,6 +244,9 @@ class SyncWorker:
             )
             last_beat = time.monotonic()
             while True:
+                # A stop request some library call swallowed is honoured here, between
+                # batches (see migrators.feeds.cancellation): never poll on after a cancel.
+                raise_if_cancel_requested()
                 read_at = time.time()
                 batch = await feed.next_batch(self.options.batch_size)
                 if batch is None:

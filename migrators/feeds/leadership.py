@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from migrators.feeds.cancellation import raise_if_cancel_requested
+
 __all__ = ["LOCK_CLASS", "hold_leadership", "lock_ids", "release_leadership", "try_lead"]
 
 # The first half of the two-key advisory lock: "sync" in ASCII, so that pg_locks rows of
@@ -48,11 +50,13 @@ async def hold_leadership(
 ) -> bool:
     """Wait until this connection leads ``entity``; False if ``give_up()`` said stop first."""
     announced = False
-    while not await try_lead(conn, entity):
+    while True:
+        raise_if_cancel_requested()  # a standby asked to stop must not stand by for ever
+        if await try_lead(conn, entity):
+            return True
         if give_up():
             return False
         if not announced and on_standby is not None:
             await on_standby()
             announced = True
         await asyncio.sleep(poll_seconds)
-    return True
