@@ -128,10 +128,11 @@ class LiveProbes:
         return not unclean, "; ".join(report.lines()[0] for report in (unclean or reports))
 
 
-async def touched_backlog(redis: aioredis.Redis, entity: str) -> int:
+async def touched_backlog(redis: aioredis.Redis, entity: str, *, prefix: str = "") -> int:
     """Touched ids not yet applied: delivered but unacknowledged, plus never delivered."""
+    key = stream_key(entity, prefix)
     try:
-        groups = await redis.xinfo_groups(stream_key(entity))
+        groups = await redis.xinfo_groups(key)
     except ResponseError:
         return 0  # no stream yet: nothing was ever touched
     except RedisError as exc:
@@ -141,7 +142,7 @@ async def touched_backlog(redis: aioredis.Redis, entity: str) -> int:
         if (name.decode() if isinstance(name, bytes) else name) == CONSUMER_GROUP:
             lag = group.get("lag")
             return int(group.get("pending") or 0) + int(lag or 0)
-    return int(await redis.xlen(stream_key(entity)))
+    return int(await redis.xlen(key))
 
 
 def drain_check(
@@ -149,32 +150,43 @@ def drain_check(
     conn: asyncpg.Connection,
     redis: aioredis.Redis | None,
     verify: Callable[[str, float], Awaitable[tuple[bool, str]]],
+    *,
+    prefix: str = "",
 ) -> Any:
-    """The drain test of a switch.
+    """The drain test of a switch, over every collection the flag entity moves with
+    (``workspaces``: the workflows, the trees and their histories).
 
-    Leaving ``new``: the entity's reverse outbox is empty. Leaving legacy as the truth: the
+    Leaving ``new``: their reverse outbox is empty. Leaving legacy as the truth: each one's
     forward sync leads, beat after the fence with lag 0, no touched id waits, and verify
     (nothing skipped as young) finds MongoDB and PostgreSQL equal: with writes fenced that
     is the proof that nothing legacy took is still in flight, even a write the touched
     stream never saw (which the sweep alone would find only within its bound).
     """
+    try:
+        names = [spec.name for spec in default_registry().select(change.entity)]
+    except UnknownEntity:
+        names = [change.entity]
 
     async def drained(fenced_at: float) -> tuple[bool, str]:
         if change.from_mode == "new":  # leaving new as the truth: the outbox must be empty
-            left = await pending_count(conn, change.entity)
+            left = sum([await pending_count(conn, name) for name in names])
             return left == 0, f"{left} outbox row(s) still to apply ('strangler reverse-sync')"
-        backlog = await touched_backlog(redis, change.entity) if redis is not None else 0
-        status = await sync_status(conn, change.entity)
-        fresh = status.last_heartbeat is not None and status.last_heartbeat.timestamp() > fenced_at
-        caught_up = status.running and fresh and status.lag_seconds == 0.0 and backlog == 0
-        state = (
-            f"forward sync running={status.running}, lag={status.lag_seconds}, "
-            f"beat after the fence={fresh}, touched ids waiting={backlog}"
-        )
-        if not caught_up:
-            return False, state
+        states = []
+        for name in names:
+            backlog = await touched_backlog(redis, name, prefix=prefix) if redis is not None else 0
+            status = await sync_status(conn, name)
+            beat = status.last_heartbeat
+            fresh = beat is not None and beat.timestamp() > fenced_at
+            caught_up = status.running and fresh and status.lag_seconds == 0.0 and backlog == 0
+            state = (
+                f"{name}: forward sync running={status.running}, lag={status.lag_seconds}, "
+                f"beat after the fence={fresh}, touched ids waiting={backlog}"
+            )
+            if not caught_up:
+                return False, state
+            states.append(name)
         clean, summary = await verify(change.entity, 0.0)
-        return clean, f"{state}; verify: {summary}"
+        return clean, f"forward syncs caught up ({', '.join(states)}); verify: {summary}"
 
     return drained
 

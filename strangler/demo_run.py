@@ -9,15 +9,15 @@ import shlex
 import time
 from typing import Any
 
+from migrators.cli_flags import touched_backlog
 from migrators.registry import default_registry
 from migrators.reverse import pending_count
-from migrators.touched import stream_key
 from proxy.canary import in_canary, percent_threshold
 from strangler.config import Settings, redact_url
 from strangler.demo_check import ledger_differences, mongo_states, postgres_states, verify_all
 from strangler.demo_stack import SAMPLE_RATE, WALKED, DemoStack, StackOptions, demo_database_url
 from strangler.demo_traffic import Traffic, tenant_of
-from strangler.demo_walk import Walk, WalkStopped, WalkTimes, touched_backlog
+from strangler.demo_walk import Walk, WalkStopped, WalkTimes
 
 __all__ = ["run_walkthrough"]
 
@@ -43,14 +43,12 @@ async def _tenants(stack: DemoStack) -> list[Any]:
 async def _final_drain(stack: DemoStack, deadline: float) -> list[str]:
     """Wait until nothing is in flight: touched ids applied, outbox empty, and every entity
     verified equal (the sweep finds the history documents no client names)."""
-    assert stack.pool is not None
+    assert stack.pool is not None and stack.redis is not None
     while True:
         async with stack.pool.acquire() as conn:
             waiting = sum([await pending_count(conn, spec.name) for spec in default_registry()])
             for spec in default_registry():
-                waiting += await touched_backlog(
-                    stack.redis, stream_key(spec.name, stack.redis_prefix)
-                )
+                waiting += await touched_backlog(stack.redis, spec.name, prefix=stack.redis_prefix)
             if waiting == 0:
                 reports = await verify_all(stack.db, conn, stack.context)
                 if all(r.clean for r in reports) or time.monotonic() > deadline:

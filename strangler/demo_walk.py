@@ -4,7 +4,8 @@ printed before each step, the shadow report printed after a dwell with traffic.
 
 An entity of the flag table may span several migration entities (the workspace tree is
 four: workflows, workspaces, versions, backups, which switch together), so the gates
-(``LiveProbes``) and the drain of a switch (:func:`group_drained`) look at all of them.
+(``LiveProbes``) and the drain of a switch (``migrators.cli_flags.drain_check``) look at
+all of them.
 
 Gates are never forced. Into canary, the comparator needs evidence: the walk keeps the
 traffic running until the gates pass or ``evidence_wait`` runs out; a gate that still fails
@@ -19,12 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-from redis.exceptions import RedisError, ResponseError
 
-from migrators.cli_flags import LiveProbes
+from migrators.cli_flags import LiveProbes, drain_check
 from migrators.flags import (
     Change,
     Gate,
@@ -40,9 +39,6 @@ from migrators.flags import (
     wait_for_table_hash,
     write_rules_atomically,
 )
-from migrators.reverse import pending_count
-from migrators.sync_status import sync_status
-from migrators.touched import CONSUMER_GROUP, stream_key
 from shadow_compare.endpoints import load_entity_endpoints
 from shadow_compare.render import render
 from shadow_compare.report import Gates, build_report
@@ -56,8 +52,6 @@ __all__ = [
     "Walk",
     "WalkStopped",
     "WalkTimes",
-    "group_drained",
-    "touched_backlog",
 ]
 
 STEPS: tuple[tuple[str, float | None], ...] = (
@@ -78,46 +72,6 @@ class WalkStopped(StranglerError):
 
 def _read(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")  # a few KB: fine on the event loop
-
-
-async def touched_backlog(redis: Any, key: str) -> int:
-    try:
-        groups = await redis.xinfo_groups(key)
-    except ResponseError:
-        return 0  # no stream: nothing was ever touched
-    except RedisError as exc:
-        raise WalkStopped(f"Redis did not answer while draining: {exc}") from exc
-    for group in groups:
-        name = group.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == CONSUMER_GROUP:
-            return int(group.get("pending") or 0) + int(group.get("lag") or 0)
-    return int(await redis.xlen(key))
-
-
-def group_drained(
-    change: Change, conn: asyncpg.Connection, stack: DemoStack, probes: LiveProbes
-) -> Callable[[float], Any]:
-    """The drain test of a switch over every migration entity of the flag entity: as
-    ``migrators.cli_flags.drain_check``, entity by entity."""
-    names = [spec.name for spec in group_specs(change.entity)]
-
-    async def drained(fenced_at: float) -> tuple[bool, str]:
-        if change.from_mode == "new":
-            left = sum([await pending_count(conn, name) for name in names])
-            return left == 0, f"{left} outbox row(s) still to apply"
-        states = []
-        for name in names:
-            backlog = await touched_backlog(stack.redis, stream_key(name, stack.redis_prefix))
-            status = await sync_status(conn, name)
-            beat = status.last_heartbeat
-            fresh = beat is not None and beat.timestamp() > fenced_at
-            if not (status.running and fresh and status.lag_seconds == 0.0 and backlog == 0):
-                return False, f"{name}: lag {status.lag_seconds}, touched ids waiting {backlog}"
-            states.append(name)
-        clean, summary = await probes.verify(change.entity, 0.0)
-        return clean, f"forward syncs caught up ({', '.join(states)}); verify: {summary}"
-
-    return drained
 
 
 @dataclass
@@ -239,7 +193,9 @@ class Walk:
         admin = [self.stack.proxy.admin_url]
         steps = SwitchSteps(
             admin_urls=admin,
-            drained=group_drained(change, conn, self.stack, probes),
+            drained=drain_check(
+                change, conn, self.stack.redis, probes.verify, prefix=self.stack.redis_prefix
+            ),
             fence_seconds=60.0,
             settle_seconds=self.times.settle,
             drain_timeout=60.0,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from migrators.cli_flags import LiveProbes
+from migrators.cli_flags import LiveProbes, drain_check
+from migrators.flags import Change
 from migrators.registry import UnknownEntity, default_registry
 from strangler.config import load_settings
 
@@ -38,5 +39,28 @@ async def test_backfill_gate_waits_for_every_member_of_the_group(
         # a member named alone is gated on itself and its dependencies
         assert await probes.backfill_pending("workflows") == []
         assert await probes.backfill_pending("workflow_backups") == ["workflow_backups"]
+    finally:
+        await conn.close()
+
+
+async def test_leaving_new_waits_for_the_outbox_of_every_member(
+    migrated_database_url: str,
+) -> None:
+    conn = await asyncpg.connect(migrated_database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO migration_outbox (subscription_id, entity, legacy_id, operation, payload)"
+            " VALUES ('sub_000000000001', 'workflows', 'wf_000000000001', 'update', '{}')"
+        )
+        back = Change("workspaces", "new", "legacy", 0.0, 0.0)
+
+        async def never_called(entity: str, age: float) -> tuple[bool, str]:
+            raise AssertionError("leaving new is not verified")
+
+        drained, detail = await drain_check(back, conn, None, never_called)(0.0)
+        assert not drained and detail.startswith("1 outbox row")
+        await conn.execute("UPDATE migration_outbox SET applied_at = now()")
+        drained, _ = await drain_check(back, conn, None, never_called)(0.0)
+        assert drained
     finally:
         await conn.close()
