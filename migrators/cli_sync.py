@@ -21,6 +21,7 @@ from migrators.spec import EntitySpec
 from migrators.stores import legacy_database
 from migrators.sync import SyncOptions, SyncWorker
 from migrators.touched import TouchedReader
+from proxy.consistency import ConsistencyStore
 from strangler.cli import run_async
 from strangler.config import Settings, load_settings
 from strangler.errors import ConfigError, DataError
@@ -127,7 +128,10 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> list[SyncWor
     specs = default_registry().select(args.entity)
     box = SecretBox(settings.connector_keys)
     db = await legacy_database(settings)
-    redis = aioredis.from_url(settings.redis_url) if args.feed == "polling" else None
+    # Redis carries the touched ids (polling feed) and, for every feed, the watermarks that
+    # release the proxies' read-your-writes pins once a write is applied.
+    redis = aioredis.from_url(settings.redis_url)
+    watermarks = ConsistencyStore(redis)
     metrics = SyncMetrics()
     if args.metrics_port:
         serve_metrics(metrics, args.metrics_port)
@@ -144,6 +148,7 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> list[SyncWor
             box.context(),
             options=options,
             metrics=metrics,
+            watermarks=watermarks,
         )
         for spec in specs
     ]
@@ -175,8 +180,7 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> list[SyncWor
         else:
             await asyncio.gather(*(worker.run() for worker in workers))
     finally:
-        if redis is not None:
-            await redis.aclose()
+        await redis.aclose()
     for worker in workers:
         print(
             f"{worker.spec.name}: {worker.events_applied} events applied, "

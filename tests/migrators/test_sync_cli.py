@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import argparse
 import io
-from contextlib import redirect_stdout
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from legacy_emulator.generator import SeedSummary
+from migrators import cli_sync
 from migrators.cli_sync import run_sync
 from migrators.feeds.sweep import Sweeper
 from migrators.registry import default_registry
 from migrators.spec import MappingContext
 from migrators.sync_status import sync_status
 from migrators.touched import record_touched, stream_key
+from proxy.consistency import ConsistencyStore
 from strangler.config import Settings
 from strangler.mongo import Database
+
+
+@contextmanager
+def _watermarks_to(store: ConsistencyStore) -> Iterator[None]:
+    """``strangler sync`` publishes to the proxies' store; here, to the test's namespace."""
+    original = cli_sync.ConsistencyStore
+    cli_sync.ConsistencyStore = lambda _redis: store  # type: ignore[assignment,misc]
+    try:
+        yield
+    finally:
+        cli_sync.ConsistencyStore = original  # type: ignore[misc]
 
 
 def _args(**overrides: object) -> argparse.Namespace:
@@ -42,10 +57,19 @@ async def test_sync_all_once_converges_on_dirty_data(
     settings: Settings,
     ctx: MappingContext,
 ) -> None:
+    # A canary tenant's write taken by legacy a moment ago pins its reads to legacy ...
+    tenant = dirty_seed.tenants[0][0]
+    redis = aioredis.from_url(settings.redis_url)
+    pins = ConsistencyStore(redis, prefix=f"test:{tenant}:{time.time_ns()}:")
+    await pins.note_write("connectors", tenant, "legacy", time.time() - 5)
+    assert await pins.read_side("connectors", tenant, "new", time.time()) == "legacy"
     out = io.StringIO()
-    with redirect_stdout(out):
+    with redirect_stdout(out), _watermarks_to(pins):
         workers = await run_sync(settings, _args())
     assert "a write that bypasses the proxy is found within 10 s" in out.getvalue()
+    # ... until the forward sync says it has applied everything up to a later moment.
+    assert await pins.read_side("connectors", tenant, "new", time.time()) == "new"
+    await redis.aclose()
     names = [w.spec.name for w in workers]
     assert names.index("subscriptions") < names.index("users") < names.index("connectors")
     for spec in default_registry():  # every entity, _id-keyed and multi-table ones too
