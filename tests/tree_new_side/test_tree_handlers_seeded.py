@@ -103,3 +103,57 @@ async def test_every_read_of_a_dirty_seed_matches_legacy(seeded: Any) -> None:
     assert tally[f"{WS}/getWorkspace 200"] > 10 and tally[f"{WS}/getWorkspace 404"] > 0
     assert tally[f"{WF}/getWorkflow 200"] > 100 and tally[f"{WF}/getWorkflow 404"] > 0
     assert tally[f"{WF}/getVersions 200"] > 100
+
+
+async def test_edits_of_a_dirty_seed_match_legacy(seeded: Any) -> None:
+    """Edits of backfilled dirty rows answer as legacy's edits of the documents, and read
+    back the same: what backfill kept as found (unreadable values, renamed duplicates)
+    gives way to what the edit sets."""
+    sides, summary = seeded
+    edited = Counter[str]()
+    for subscription_id, user_id in summary.tenants:
+        tenant = Tenant(subscription_id, user_id)
+        listed = await sides.same("GET", f"{WS}/getAllWorkspace", tenant, {"per_page": 100})
+        for workspace in listed["data"][:4]:
+            ws = workspace["workspace_id"]
+            tree = await sides.same("GET", f"{WS}/getWorkspace", tenant, {"workspace_id": ws})
+            for folder in tree["data"]["folders"][:2]:
+                body = {
+                    "workspace_id": ws,
+                    "folder_id": folder["folder_id"],
+                    "description": "edited",
+                }
+                await sides.same("POST", f"{WS}/updateFolder", tenant, body=body)
+                for job in folder["jobs"][:2]:
+                    body = {
+                        "workspace_id": ws,
+                        "folder_id": folder["folder_id"],
+                        "job_id": job["job_id"],
+                        "job_name": job["job_name"],
+                        "environment": "qa",
+                    }
+                    await sides.same("POST", f"{WS}/updateJob", tenant, body=body)
+                    edited["jobs"] += 1
+                    for summary_entry in job["workflows"][:2]:
+                        workflow_id = summary_entry["workflow_id"]
+                        body = {"workflow_id": workflow_id, "description": "edited", "tags": ["e"]}
+                        result, _, new = await sides.compare(
+                            "POST", f"{WF}/updateWorkflow", tenant, body=body
+                        )
+                        assert {(d.verdict, d.rule) for d in result.differences} <= {
+                            (Verdict.EXPECTED, "update-bumps-version")
+                        }, [d.to_json() for d in result.differences]
+                        if new.status == 200:
+                            edited["workflows"] += 1
+                            version = new.json()["data"]["version"]
+                            await sides.db["workflow"].update_one(
+                                {"workflow_id": workflow_id}, {"$set": {"version": version}}
+                            )
+                            await sides.same(
+                                "GET", f"{WF}/getWorkflow", tenant, {"workflow_id": workflow_id}
+                            )
+            await sides.same("GET", f"{WS}/getWorkspace", tenant, {"workspace_id": ws})
+            body = {"workspace_id": ws, "description": "edited"}
+            await sides.same("POST", f"{WS}/updateWorkspace", tenant, body=body)
+        await sides.same("GET", f"{WS}/getAllWorkspace", tenant, {"per_page": 100})
+    assert edited["jobs"] > 10 and edited["workflows"] > 10
