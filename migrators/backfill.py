@@ -6,7 +6,8 @@ type-bracketed), so a collection holding ObjectIds, strings and numbers would
 silently lose all but one kind. The backfill therefore reads one BSON type at
 a time, in :data:`ID_TYPES` order, each as a sorted range scan on the ``_id``
 index: ``{_id: {$type: T, $gt: last}}`` sorted by ``_id``, ``batch_size`` at a
-time. The checkpoint is ``(type index, last _id)``; it is written in the same
+time (one cursor per type, consumed in batches). The checkpoint is
+``(type index, last _id)``; it is written in the same
 transaction as the batch's rows, so a kill at any instant resumes exactly after
 the last committed batch, and nothing is read twice or skipped. Documents whose
 ``_id`` is of a type outside the list are counted and reported as not read.
@@ -264,6 +265,38 @@ async def backfill_entity(
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", _LOCK + spec.name)
 
 
+async def _write_read_batch(
+    conn: asyncpg.Connection,
+    spec: EntitySpec,
+    ctx: MappingContext,
+    summary: BackfillSummary,
+    documents: list[Document],
+    type_index: int,
+    version: int,
+    seen: int,
+    progress: Progress | None,
+    started: float,
+) -> int:
+    """Write one batch with its checkpoint (type, last ``_id``); returns documents seen."""
+    items = [SourceItem(legacy_id_of(spec, d), d, version) for d in documents]
+    checkpoint = BackfillPosition(spec.name, type_index, documents[-1]["_id"])
+    writing = time.perf_counter()
+    result = await _write_with_retries(conn, spec, items, ctx, checkpoint)
+    summary.write_seconds += time.perf_counter() - writing
+    summary.result.merge(result)
+    summary.batches += 1
+    seen += len(documents)
+    if progress is not None:
+        elapsed = time.perf_counter() - started
+        progress(
+            f"{spec.name}: {seen:,}/{summary.total:,} documents, "
+            f"{summary.result.written:,} rows written, "
+            f"{sum(summary.result.quarantined.values()):,} quarantined "
+            f"({seen / elapsed if elapsed else 0:,.0f}/s)"
+        )
+    return seen
+
+
 async def _backfill(
     db: Database,
     conn: asyncpg.Connection,
@@ -281,34 +314,32 @@ async def _backfill(
     seen = 0
     for type_index in range(position.type_index, len(ID_TYPES)):
         after = position.after if type_index == position.type_index else None
-        while True:
-            condition: dict[str, Any] = {"$type": ID_TYPES[type_index]}
-            if after is not None:
-                condition["$gt"] = after
-            version = clock()
-            reading = time.perf_counter()
-            cursor = collection.find({"_id": condition}).sort("_id", 1).limit(batch_size)
-            documents = await cursor.to_list(None)
+        condition: dict[str, Any] = {"$type": ID_TYPES[type_index]}
+        if after is not None:
+            condition["$gt"] = after
+        # One sorted cursor per type, consumed batch by batch (one query, not one per
+        # batch: a store that sorts per query would read quadratically). Its version is
+        # taken before it opens, so it is never newer than any document it returns: a
+        # change the sync applied meanwhile at a higher version is never overwritten.
+        version = clock()
+        cursor = collection.find({"_id": condition}).sort("_id", 1).batch_size(batch_size)
+        documents: list[Document] = []
+        reading = time.perf_counter()
+        async for document in cursor:
+            documents.append(document)
+            if len(documents) < batch_size:
+                continue
             summary.read_seconds += time.perf_counter() - reading
-            if not documents:
-                break
-            after = documents[-1]["_id"]
-            items = [SourceItem(legacy_id_of(spec, d), d, version) for d in documents]
-            checkpoint = BackfillPosition(spec.name, type_index, after)
-            writing = time.perf_counter()
-            result = await _write_with_retries(conn, spec, items, ctx, checkpoint)
-            summary.write_seconds += time.perf_counter() - writing
-            summary.result.merge(result)
-            summary.batches += 1
-            seen += len(documents)
-            if progress is not None:
-                elapsed = time.perf_counter() - started
-                progress(
-                    f"{spec.name}: {seen:,}/{summary.total:,} documents, "
-                    f"{summary.result.written:,} rows written, "
-                    f"{sum(summary.result.quarantined.values()):,} quarantined "
-                    f"({seen / elapsed if elapsed else 0:,.0f}/s)"
-                )
+            seen = await _write_read_batch(
+                conn, spec, ctx, summary, documents, type_index, version, seen, progress, started
+            )
+            documents = []
+            reading = time.perf_counter()
+        summary.read_seconds += time.perf_counter() - reading
+        if documents:
+            seen = await _write_read_batch(
+                conn, spec, ctx, summary, documents, type_index, version, seen, progress, started
+            )
     await _finish(conn, spec.name)
     if not resumed:
         summary.not_read = max(0, summary.total - seen)
