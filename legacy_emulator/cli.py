@@ -269,7 +269,7 @@ def _load(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         raise DataError(f"{directory} is not a directory; pass the folder of an export")
 
-    async def run() -> list[str]:
+    async def run() -> tuple[list[str], bool]:
         from legacy_emulator.export_load import load_export
 
         db = await _open_store(settings)
@@ -278,8 +278,11 @@ def _load(args: argparse.Namespace) -> int:
             summary = await load_export(db, directory, progress=progress, replace=args.replace)
         finally:
             progress.end()
-        return list(summary.lines())
+        return list(summary.lines()), summary.ok
 
-    for line in asyncio.run(run()):
+    lines, ok = asyncio.run(run())
+    for line in lines:
         print(line)
-    return 0
+    # Every good document is loaded either way; a problem (a bad line, an unknown file) is
+    # listed above and makes the exit code say so, for scripts that check it.
+    return 0 if ok else 1

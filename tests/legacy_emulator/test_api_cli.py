@@ -97,3 +97,16 @@ def test_serve_with_data_answers_requests(secret) -> None:
         server.wait(timeout=10)
         if server.stdout is not None:
             server.stdout.close()
+
+
+def test_load_lists_a_bad_line_and_exits_non_zero(monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setenv("MONGO_URL", f"memory://load-{time.time_ns()}")
+    good = '{"connector_id": "cn_000000000001", "subscription_id": "sub_000000000001"}'
+    (tmp_path / "connectors.json").write_text(f"{good}\n{{not json\n", encoding="utf-8")
+    assert main(["legacy", "load", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "connectors.json:2" in out
+
+    (tmp_path / "connectors.json").write_text(f"{good}\n", encoding="utf-8")
+    monkeypatch.setenv("MONGO_URL", f"memory://load-{time.time_ns()}")
+    assert main(["legacy", "load", str(tmp_path)]) == 0
