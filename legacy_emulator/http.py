@@ -3,8 +3,9 @@
 A handler is ``async def handler(call: Call) -> Response``; :func:`endpoint`
 wraps it into a Starlette endpoint that checks the bearer token first (401),
 parses the JSON body of a POST (400 unless it is a JSON object), turns an
-:class:`ApiError` into the legacy error envelope and anything unexpected into
-a 500 envelope, the way the legacy backend's catch-all did.
+:class:`ApiError` or a field reader's :class:`~strangler.api_fields.FieldError`
+into the legacy error envelope and anything unexpected into a 500 envelope,
+the way the legacy backend's catch-all did.
 """
 
 from __future__ import annotations
@@ -20,16 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from legacy_emulator.env import Emulator
-from strangler.contract import (
-    DirtyValue,
-    Page,
-    PagingError,
-    error_body,
-    list_body,
-    parse_legacy_datetime,
-    parse_paging,
-    success_body,
-)
+from strangler import api_fields
+from strangler.api_fields import FieldError
+from strangler.contract import Page, error_body, list_body, success_body
 from strangler.tokens import Caller, InvalidToken, caller_from_authorization
 
 __all__ = [
@@ -91,67 +85,35 @@ class Call:
     def query(self) -> Mapping[str, str]:
         return self.request.query_params
 
-    # --- query parameters ---------------------------------------------------------------
+    # --- query parameters and body fields: the contract's readers, shared with the new side ---
 
     def page(self) -> Page:
-        try:
-            return parse_paging(self.query.get("page"), self.query.get("per_page"))
-        except PagingError as exc:
-            raise ApiError(400, str(exc)) from exc
+        return api_fields.paging(self.query)
 
     def query_id(self, name: str) -> str:
-        value = self.query.get(name, "").strip()
-        if not value:
-            raise ApiError(400, f"{name} is required")
-        return value
+        return api_fields.query_id(self.query, name)
 
     def query_text(self, name: str) -> str | None:
-        value = self.query.get(name, "").strip()
-        return value or None
+        return api_fields.query_text(self.query, name)
 
     def query_moment(self, name: str) -> datetime | None:
-        raw = self.query_text(name)
-        try:
-            return parse_legacy_datetime(raw)
-        except DirtyValue as exc:
-            raise ApiError(400, f"{name} must be a datetime like 2024-03-01 12:00:00") from exc
-
-    # --- body fields --------------------------------------------------------------------
+        return api_fields.query_moment(self.query, name)
 
     def text(self, name: str) -> str:
-        """A required, non-empty string field."""
-        value = self.body.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise ApiError(400, f"{name} is required")
-        return value.strip()
+        """A required, non-empty string field (stripped)."""
+        return api_fields.text(self.body, name)
 
     def optional_text(self, name: str) -> str | None:
-        value = self.body.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise ApiError(400, f"{name} must be a string")
-        return value
+        return api_fields.optional_text(self.body, name)
 
     def optional_object(self, name: str) -> dict[str, Any] | None:
-        value = self.body.get(name)
-        if value is not None and not isinstance(value, dict):
-            raise ApiError(400, f"{name} must be an object")
-        return value
+        return api_fields.optional_object(self.body, name)
 
     def optional_list_of_text(self, name: str) -> list[str] | None:
-        value = self.body.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ApiError(400, f"{name} must be a list of strings")
-        return list(value)
+        return api_fields.optional_list_of_text(self.body, name)
 
     def optional_flag(self, name: str) -> bool | None:
-        value = self.body.get(name)
-        if value is not None and not isinstance(value, bool):
-            raise ApiError(400, f"{name} must be true or false")
-        return value
+        return api_fields.optional_flag(self.body, name)
 
     def given(self, name: str) -> bool:
         return name in self.body
@@ -203,7 +165,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         try:
             body = await _read_body(request) if request.method == "POST" else {}
             return await handler(Call(request, caller, emulator, body))
-        except ApiError as exc:
+        except (ApiError, FieldError) as exc:
             return error_response(exc.status, exc.message)
         except Exception:  # the legacy backend's catch-all: log it, answer 500
             logger.exception("%s %s failed", request.method, request.url.path)
