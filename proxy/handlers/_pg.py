@@ -3,9 +3,11 @@
 - :func:`endpoint` turns ``async def handler(call: Call) -> RecordedResponse`` into a
   :data:`~strangler.exchange.NewSideHandler` that answers exactly as the legacy backend's
   wrapper does: 401 ``Invalid token`` first, then 400 for a POST body that is not a JSON
-  object, then the handler; an :class:`ApiError` becomes the error envelope, anything
+  object, then the handler; an :class:`ApiError` or a field reader's
+  :class:`~strangler.api_fields.FieldError` becomes the error envelope, anything
   unexpected a logged 500 ``Internal server error``.
-- :class:`Call` reads query and body fields with the legacy backend's rules and messages.
+- :class:`Call` reads query and body fields through :mod:`strangler.api_fields`, the one
+  place the legacy backend's rules and messages are written, shared with the emulator.
 - :func:`tenant_transaction` opens the one transaction a request runs in, as
   ``strangler_app`` with ``app.subscription_id`` set, so row-level security scopes every
   statement to the caller's tenant.
@@ -32,16 +34,9 @@ from bson import ObjectId
 
 from schema.keys import row_key
 from schema.tenancy import enter_tenant
-from strangler.contract import (
-    DirtyValue,
-    Page,
-    PagingError,
-    error_body,
-    list_body,
-    parse_legacy_datetime,
-    parse_paging,
-    success_body,
-)
+from strangler import api_fields
+from strangler.api_fields import FieldError
+from strangler.contract import Page, error_body, list_body, success_body
 from strangler.exchange import NewSideHandler, RecordedRequest, RecordedResponse
 from strangler.tokens import Caller, InvalidToken, caller_from_authorization
 
@@ -128,58 +123,35 @@ class Call:
     def query(self) -> dict[str, str]:
         return self.request.query
 
-    # query parameters (same rules and messages as the legacy backend)
+    # query parameters and body fields: the contract's readers, shared with the emulator
 
     def page(self) -> Page:
-        try:
-            return parse_paging(self.query.get("page"), self.query.get("per_page"))
-        except PagingError as exc:
-            raise ApiError(400, str(exc)) from exc
+        return api_fields.paging(self.query)
 
     def query_id(self, name: str) -> str:
-        value = self.query.get(name, "").strip()
-        if not value:
-            raise ApiError(400, f"{name} is required")
-        return value
+        return api_fields.query_id(self.query, name)
 
     def query_text(self, name: str) -> str | None:
-        value = self.query.get(name, "").strip()
-        return value or None
+        return api_fields.query_text(self.query, name)
 
     def query_moment(self, name: str) -> datetime | None:
-        try:
-            return parse_legacy_datetime(self.query_text(name))
-        except DirtyValue as exc:
-            raise ApiError(400, f"{name} must be a datetime like 2024-03-01 12:00:00") from exc
-
-    # body fields
+        return api_fields.query_moment(self.query, name)
 
     def text(self, name: str) -> str:
         """A required, non-empty string field (stripped)."""
-        value = self.body.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise ApiError(400, f"{name} is required")
-        return value.strip()
+        return api_fields.text(self.body, name)
 
     def optional_text(self, name: str) -> str | None:
-        value = self.body.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise ApiError(400, f"{name} must be a string")
-        return value
+        return api_fields.optional_text(self.body, name)
 
     def optional_object(self, name: str) -> dict[str, Any] | None:
-        value = self.body.get(name)
-        if value is not None and not isinstance(value, dict):
-            raise ApiError(400, f"{name} must be an object")
-        return value
+        return api_fields.optional_object(self.body, name)
+
+    def optional_list_of_text(self, name: str) -> list[str] | None:
+        return api_fields.optional_list_of_text(self.body, name)
 
     def optional_flag(self, name: str) -> bool | None:
-        value = self.body.get(name)
-        if value is not None and not isinstance(value, bool):
-            raise ApiError(400, f"{name} must be true or false")
-        return value
+        return api_fields.optional_flag(self.body, name)
 
     def given(self, name: str) -> bool:
         return name in self.body
@@ -223,7 +195,7 @@ def endpoint(jwt_secret: str, clock: Callable[[], float], handler: CallHandler) 
         try:
             body = _parse_body(request) if request.method == "POST" else {}
             return await handler(Call(request, caller, body, moment_of(clock)))
-        except ApiError as exc:
+        except (ApiError, FieldError) as exc:
             return error_response(exc.status, exc.message)
         except Exception:  # as legacy's catch-all: logged with the request id, answered 500
             log.exception(
