@@ -14,16 +14,14 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from legacy_emulator.env import Emulator
-from strangler import api_fields
-from strangler.api_fields import FieldError
-from strangler.contract import Page, error_body, list_body, success_body
+from strangler.api_fields import FieldError, FieldReaders
+from strangler.contract import error_body, list_body, success_body
 from strangler.tokens import Caller, InvalidToken, caller_from_authorization
 
 __all__ = [
@@ -73,7 +71,7 @@ def error_response(status: int, message: str) -> Response:
 
 
 @dataclass
-class Call:
+class Call(FieldReaders):
     """One authenticated request: who calls, with what, against which emulator."""
 
     request: Request
@@ -84,39 +82,6 @@ class Call:
     @property
     def query(self) -> Mapping[str, str]:
         return self.request.query_params
-
-    # --- query parameters and body fields: the contract's readers, shared with the new side ---
-
-    def page(self) -> Page:
-        return api_fields.paging(self.query)
-
-    def query_id(self, name: str) -> str:
-        return api_fields.query_id(self.query, name)
-
-    def query_text(self, name: str) -> str | None:
-        return api_fields.query_text(self.query, name)
-
-    def query_moment(self, name: str) -> datetime | None:
-        return api_fields.query_moment(self.query, name)
-
-    def text(self, name: str) -> str:
-        """A required, non-empty string field (stripped)."""
-        return api_fields.text(self.body, name)
-
-    def optional_text(self, name: str) -> str | None:
-        return api_fields.optional_text(self.body, name)
-
-    def optional_object(self, name: str) -> dict[str, Any] | None:
-        return api_fields.optional_object(self.body, name)
-
-    def optional_list_of_text(self, name: str) -> list[str] | None:
-        return api_fields.optional_list_of_text(self.body, name)
-
-    def optional_flag(self, name: str) -> bool | None:
-        return api_fields.optional_flag(self.body, name)
-
-    def given(self, name: str) -> bool:
-        return name in self.body
 
     # --- request facts recorded in userActivity -----------------------------------------
 

@@ -21,6 +21,7 @@ from strangler.errors import DataError
 __all__ = [
     "DATETIME_EXAMPLE",
     "FieldError",
+    "FieldReaders",
     "optional_flag",
     "optional_list_of_text",
     "optional_object",
@@ -125,3 +126,49 @@ def optional_flag(body: Body, name: str) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise FieldError(f"{name} must be true or false")
     return value
+
+
+class FieldReaders:
+    """The readers as methods of a request object, for each side's ``Call`` to inherit.
+
+    The inheriting class supplies ``query`` (the query mapping) and ``body`` (the parsed
+    JSON object, empty for a GET); no field or default is declared here, so a dataclass
+    may inherit it.
+    """
+
+    body: Mapping[str, Any]
+
+    @property
+    def query(self) -> Query:
+        raise NotImplementedError
+
+    def page(self) -> Page:
+        return paging(self.query)
+
+    def query_id(self, name: str) -> str:
+        return query_id(self.query, name)
+
+    def query_text(self, name: str) -> str | None:
+        return query_text(self.query, name)
+
+    def query_moment(self, name: str) -> datetime | None:
+        return query_moment(self.query, name)
+
+    def text(self, name: str) -> str:
+        return text(self.body, name)
+
+    def optional_text(self, name: str) -> str | None:
+        return optional_text(self.body, name)
+
+    def optional_object(self, name: str) -> dict[str, Any] | None:
+        return optional_object(self.body, name)
+
+    def optional_list_of_text(self, name: str) -> list[str] | None:
+        return optional_list_of_text(self.body, name)
+
+    def optional_flag(self, name: str) -> bool | None:
+        return optional_flag(self.body, name)
+
+    def given(self, name: str) -> bool:
+        """Whether the body names the field at all (``null`` included): a PATCH-like update."""
+        return name in self.body

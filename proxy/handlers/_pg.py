@@ -34,9 +34,8 @@ from bson import ObjectId
 
 from schema.keys import row_key
 from schema.tenancy import enter_tenant
-from strangler import api_fields
-from strangler.api_fields import FieldError
-from strangler.contract import Page, error_body, list_body, success_body
+from strangler.api_fields import FieldError, FieldReaders
+from strangler.contract import error_body, list_body, success_body
 from strangler.exchange import NewSideHandler, RecordedRequest, RecordedResponse
 from strangler.tokens import Caller, InvalidToken, caller_from_authorization
 
@@ -111,7 +110,7 @@ def moment_of(clock: Callable[[], float]) -> datetime:
 
 
 @dataclass(frozen=True)
-class Call:
+class Call(FieldReaders):
     """One authenticated request: who calls, with what, and when it arrived."""
 
     request: RecordedRequest
@@ -122,39 +121,6 @@ class Call:
     @property
     def query(self) -> dict[str, str]:
         return self.request.query
-
-    # query parameters and body fields: the contract's readers, shared with the emulator
-
-    def page(self) -> Page:
-        return api_fields.paging(self.query)
-
-    def query_id(self, name: str) -> str:
-        return api_fields.query_id(self.query, name)
-
-    def query_text(self, name: str) -> str | None:
-        return api_fields.query_text(self.query, name)
-
-    def query_moment(self, name: str) -> datetime | None:
-        return api_fields.query_moment(self.query, name)
-
-    def text(self, name: str) -> str:
-        """A required, non-empty string field (stripped)."""
-        return api_fields.text(self.body, name)
-
-    def optional_text(self, name: str) -> str | None:
-        return api_fields.optional_text(self.body, name)
-
-    def optional_object(self, name: str) -> dict[str, Any] | None:
-        return api_fields.optional_object(self.body, name)
-
-    def optional_list_of_text(self, name: str) -> list[str] | None:
-        return api_fields.optional_list_of_text(self.body, name)
-
-    def optional_flag(self, name: str) -> bool | None:
-        return api_fields.optional_flag(self.body, name)
-
-    def given(self, name: str) -> bool:
-        return name in self.body
 
     # facts recorded in the audit row
 

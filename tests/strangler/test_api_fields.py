@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from legacy_emulator import http as emulator_http
 from proxy.handlers import _pg as new_side_http
 from strangler import api_fields
-from strangler.api_fields import FieldError
+from strangler.api_fields import FieldError, FieldReaders
 from strangler.contract import Page
 from strangler.errors import DataError
 from strangler.exchange import RecordedRequest
@@ -198,6 +199,29 @@ def test_bad_paging_is_a_400_naming_the_parameter(query: dict[str, str], message
     with pytest.raises(FieldError) as caught:
         api_fields.paging(query)
     assert (caught.value.status, caught.value.message) == (400, message)
+
+
+# --- the readers as methods of a request ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Request(FieldReaders):
+    raw_query: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def query(self) -> dict[str, str]:
+        return self.raw_query
+
+
+def test_a_request_inheriting_the_readers_reads_its_own_query_and_body() -> None:
+    request = _Request({"workspace_id": " ws_1 ", "page": "2"}, {"name": " Daily ", "x": None})
+    assert request.query_id("workspace_id") == "ws_1"
+    assert request.page() == Page(2, 20)
+    assert request.text("name") == "Daily"
+    assert (request.given("x"), request.given("y")) == (True, False)
+    with pytest.raises(FieldError, match=r"^tags must be a list of strings$"):
+        _Request({}, {"tags": "etl"}).optional_list_of_text("tags")
 
 
 # --- both sides answer a refused field with the same envelope -------------------------------
