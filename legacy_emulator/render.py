@@ -9,12 +9,12 @@ shared readers of :mod:`strangler.contract`, so that every side agrees.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any, Literal
 
 from strangler.contract import (
     DirtyValue,
     is_deleted,
+    json_safe,
     parse_legacy_datetime,
     render_datetime,
     to_int,
@@ -125,19 +125,6 @@ ACTIVITY = _spec(
     "ip_address", "user_agent", "previous_data", "current_data", "created_at",
     datetimes=("created_at",),
 )  # fmt: skip
-
-
-def json_safe(value: Any) -> Any:
-    """Any stored value as JSON: datetimes rendered, ``_id`` dropped, odd BSON types as text."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, datetime):
-        return render_datetime(value)
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items() if key != "_id"}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return str(value)  # ObjectId, Decimal128, bytes...
 
 
 def _render_value(value: Any, kind: Kind) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "PagingError",
     "error_body",
     "is_deleted",
+    "json_safe",
     "list_body",
     "new_id",
     "parse_legacy_datetime",
@@ -170,6 +172,20 @@ def parse_legacy_datetime(value: Any) -> datetime | None:
     else:
         raise DirtyValue(f"{type(value).__name__} {value!r} is not a datetime")
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def json_safe(value: Any) -> Any:
+    """A stored value as the legacy serializer writes it: datetimes rendered, ``_id``
+    dropped, other BSON types (ObjectId, Decimal128, bytes) as text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime):
+        return render_datetime(value)
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items() if key != "_id"}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return str(value)
 
 
 def render_datetime(value: Any) -> str | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -48,7 +47,7 @@ from proxy.handlers._pg import (
     tenant_transaction,
 )
 from proxy.registry import HandlerDeps, HandlerRegistry
-from strangler.contract import is_deleted, new_id, render_datetime
+from strangler.contract import is_deleted, json_safe, new_id, render_datetime
 from strangler.exchange import RecordedResponse
 
 __all__ = ["ENTITY", "MASKED", "REQUIRES", "connection_outcome", "register", "render_connector"]
@@ -90,21 +89,8 @@ def connection_outcome(connector_type: Any, detail: Any) -> str:
     return "success" if isinstance(where, str) and where.strip() else "failed"
 
 
-def _json_safe(value: Any) -> Any:
-    """A stored value as legacy's serializer writes it (datetimes rendered, ``_id`` dropped)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, datetime):
-        return render_datetime(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items() if k != "_id"}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    return str(value)
-
-
 def _masked(detail: Any) -> Any:
-    detail = _json_safe(detail)
+    detail = json_safe(detail)
     if not isinstance(detail, dict):
         return detail
     return {
@@ -125,7 +111,7 @@ def render_connector(document: Mapping[str, Any]) -> dict[str, Any]:
         elif kind == "detail":
             rendered[name] = _masked(value)
         else:
-            rendered[name] = _json_safe(value)
+            rendered[name] = json_safe(value)
     return rendered
 
 

@@ -38,19 +38,9 @@ from schema.keys import row_key
 from strangler.contract import new_id
 from strangler.exchange import RecordedResponse
 
-__all__ = ["TreeNodeHandlers", "optional_list_of_text"]
+__all__ = ["TreeNodeHandlers"]
 
 Row = dict[str, Any]
-
-
-def optional_list_of_text(call: Call, name: str) -> list[str] | None:
-    """A body field that must be a list of strings when given (legacy's rule and message)."""
-    value = call.body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ApiError(400, f"{name} must be a list of strings")
-    return list(value)
 
 
 async def _unique(conn: asyncpg.Connection, statement: str, *args: Any, message: str) -> None:
@@ -397,7 +387,7 @@ class TreeNodeHandlers:
                     job["extra"] = store.without_kept(job["extra"], [field])
             dependencies = None
             if call.given("workflow_dependency"):
-                dependencies = optional_list_of_text(call, "workflow_dependency") or []
+                dependencies = call.optional_list_of_text("workflow_dependency") or []
                 job["extra"] = store.without_kept(job["extra"], ["workflow_dependency"])
             await _unique(
                 conn,

@@ -23,6 +23,7 @@ from strangler.contract import (
     LEGACY_DATETIME_FORMAT,
     DirtyValue,
     is_deleted,
+    json_safe,
     render_datetime,
     to_int,
 )
@@ -112,19 +113,6 @@ VERSION: Spec = (
     ("created_at", "created_at", "datetime"),
 )
 _WORKFLOW_ORDER = [field for field, _, _ in WORKFLOW]
-
-
-def json_safe(value: Any) -> Any:
-    """A stored value as legacy's serializer writes it (datetimes rendered, ``_id`` dropped)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, datetime):
-        return render_datetime(value)
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items() if k != "_id"}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return str(value)
 
 
 def _extra(row: Mapping[str, Any]) -> Mapping[str, Any]:

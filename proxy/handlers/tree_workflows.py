@@ -32,7 +32,6 @@ from proxy.handlers._pg import (
     record_activity,
     tenant_transaction,
 )
-from proxy.handlers.tree_nodes import optional_list_of_text
 from proxy.handlers.tree_render import (
     WORKFLOW,
     WORKFLOW_LISTED,
@@ -202,7 +201,7 @@ class WorkflowHandlers:
             diagram = call.optional_text("workFlowDiagram")
             parameters = call.optional_object("parameters")
             notification = call.optional_object("notification")
-            tags = optional_list_of_text(call, "tags")
+            tags = call.optional_list_of_text("tags")
             description = call.optional_text("description")
             source = call.optional_text("source_connectorid")
             target = call.optional_text("target_connectorid")
@@ -277,7 +276,7 @@ class WorkflowHandlers:
                 elif kind == "object":
                     row[column] = call.optional_object(field)
                 elif kind == "list":
-                    row[column] = optional_list_of_text(call, field)
+                    row[column] = call.optional_list_of_text(field)
                 else:
                     row[column] = call.optional_flag(field)
             expected = _expected_version(call)
