@@ -14,7 +14,10 @@ import pytest
 
 from strangler.cli import main
 
-PG_SERVER = os.environ.get("STRANGLER_TEST_PG", "postgresql://root@127.0.0.1:5432")
+# The suite's one PostgreSQL setting (tests/conftest.py), less its database name.
+PG_SERVER = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres").rsplit(
+    "/", 1
+)[0]
 
 
 def _free_port() -> int:
