@@ -15,6 +15,14 @@ the last committed batch, and nothing is read twice or skipped. Documents whose
 A finished backfill run again starts a new pass: documents are re-read and,
 through the writer's version guard and content comparison, nothing changes
 (the summary shows 0 written).
+
+Overlap. Mapping a batch is Python work and applying one is mostly
+PostgreSQL's: while a batch is applied (a task on the same connection), the next
+one is read and mapped, a few documents at a time between the apply's round
+trips (:func:`migrators.writer.preparing`), so both cores work. Batches are
+still applied one at a time, in order, each with its checkpoint, so the resume
+rule above is unchanged: a batch is only started once the one before it has
+committed and been reported.
 """
 
 from __future__ import annotations
@@ -34,7 +42,14 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from migrators.feeds import observation_version
 from migrators.spec import Document, EntitySpec, MappingContext
-from migrators.writer import BatchRejected, BatchResult, SourceItem, write_batch
+from migrators.writer import (
+    BatchRejected,
+    BatchResult,
+    PreparedBatch,
+    SourceItem,
+    preparing,
+    write_batch,
+)
 from schema.tenancy import enter_sync
 from strangler.errors import DataError
 from strangler.mongo import Database
@@ -155,7 +170,9 @@ class BackfillSummary:
     resumed: bool = False
     not_read: int = 0  # documents whose _id type no pass reads
     read_seconds: float = 0.0  # waiting for the legacy store
-    write_seconds: float = 0.0  # mapping, sealing and writing (write_batch)
+    # the rest: mapping, sealing and writing (write_batch); the writing of one batch
+    # overlaps the reading and mapping of the next
+    write_seconds: float = 0.0
 
     @property
     def rows_per_second(self) -> float:
@@ -194,10 +211,13 @@ async def _write_with_retries(
     items: list[SourceItem],
     ctx: MappingContext,
     checkpoint: BackfillPosition,
+    prepared: PreparedBatch,
 ) -> BatchResult:
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            return await write_batch(conn, spec, items, ctx=ctx, position=checkpoint)
+            return await write_batch(
+                conn, spec, items, ctx=ctx, position=checkpoint, prepared=prepared
+            )
         except BatchRejected as exc:
             state = getattr(exc.__cause__, "sqlstate", None)
             if state not in _TRANSIENT_SQLSTATES or attempt == _ATTEMPTS:
@@ -265,27 +285,47 @@ async def backfill_entity(
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", _LOCK + spec.name)
 
 
-async def _write_read_batch(
-    conn: asyncpg.Connection,
+# How long mapping runs before it lets a batch being applied take its next step.
+_SLICE_SECONDS = 0.001
+_READ_SLICE = 32  # documents read between two such chances
+
+
+async def _prepare(spec: EntitySpec, ctx: MappingContext, items: list[SourceItem]) -> PreparedBatch:
+    """The batch mapped, pausing every ~millisecond for the batch being applied."""
+    steps = preparing(spec, items, ctx)
+    paused = time.perf_counter()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            prepared: PreparedBatch = done.value
+            return prepared
+        if time.perf_counter() - paused > _SLICE_SECONDS:
+            await asyncio.sleep(0)
+            paused = time.perf_counter()
+
+
+@dataclass
+class _Applying:
+    """A batch being written (a task on the connection), with what reports it."""
+
+    items: list[SourceItem]
+    task: asyncio.Task[BatchResult]
+
+
+async def _finish_batch(
     spec: EntitySpec,
-    ctx: MappingContext,
     summary: BackfillSummary,
-    documents: list[Document],
-    type_index: int,
-    version: int,
+    applying: _Applying,
     seen: int,
     progress: Progress | None,
     started: float,
 ) -> int:
-    """Write one batch with its checkpoint (type, last ``_id``); returns documents seen."""
-    items = [SourceItem(legacy_id_of(spec, d), d, version) for d in documents]
-    checkpoint = BackfillPosition(spec.name, type_index, documents[-1]["_id"])
-    writing = time.perf_counter()
-    result = await _write_with_retries(conn, spec, items, ctx, checkpoint)
-    summary.write_seconds += time.perf_counter() - writing
+    """Wait for the batch to commit, then count and report it; returns documents seen."""
+    result = await applying.task
     summary.result.merge(result)
     summary.batches += 1
-    seen += len(documents)
+    seen += len(applying.items)
     if progress is not None:
         elapsed = time.perf_counter() - started
         progress(
@@ -312,36 +352,61 @@ async def _backfill(
     summary = BackfillSummary(spec.name, spec.collection, resumed=resumed)
     summary.total = await collection.count_documents({})
     seen = 0
-    for type_index in range(position.type_index, len(ID_TYPES)):
-        after = position.after if type_index == position.type_index else None
-        condition: dict[str, Any] = {"$type": ID_TYPES[type_index]}
-        if after is not None:
-            condition["$gt"] = after
-        # One sorted cursor per type, consumed batch by batch (one query, not one per
-        # batch: a store that sorts per query would read quadratically). Its version is
-        # taken before it opens, so it is never newer than any document it returns: a
-        # change the sync applied meanwhile at a higher version is never overwritten.
-        version = clock()
-        cursor = collection.find({"_id": condition}).sort("_id", 1).batch_size(batch_size)
-        documents: list[Document] = []
-        reading = time.perf_counter()
-        async for document in cursor:
-            documents.append(document)
-            if len(documents) < batch_size:
-                continue
-            summary.read_seconds += time.perf_counter() - reading
-            seen = await _write_read_batch(
-                conn, spec, ctx, summary, documents, type_index, version, seen, progress, started
-            )
-            documents = []
+    applying: _Applying | None = None  # the batch being written meanwhile
+
+    async def hand_over(documents: list[Document], type_index: int, version: int) -> int:
+        """Map the batch (while the previous one is written), then start writing it."""
+        nonlocal applying
+        items = [SourceItem(legacy_id_of(spec, d), d, version) for d in documents]
+        prepared = await _prepare(spec, ctx, items)
+        done = seen
+        if applying is not None:
+            done = await _finish_batch(spec, summary, applying, seen, progress, started)
+        checkpoint = BackfillPosition(spec.name, type_index, documents[-1]["_id"])
+        write = _write_with_retries(conn, spec, items, ctx, checkpoint, prepared)
+        applying = _Applying(items, asyncio.create_task(write))
+        return done
+
+    try:
+        for type_index in range(position.type_index, len(ID_TYPES)):
+            after = position.after if type_index == position.type_index else None
+            condition: dict[str, Any] = {"$type": ID_TYPES[type_index]}
+            if after is not None:
+                condition["$gt"] = after
+            # One sorted cursor per type, consumed batch by batch (one query, not one per
+            # batch: a store that sorts per query would read quadratically). Its version is
+            # taken before it opens, so it is never newer than any document it returns: a
+            # change the sync applied meanwhile at a higher version is never overwritten.
+            version = clock()
+            cursor = collection.find({"_id": condition}).sort("_id", 1).batch_size(batch_size)
+            documents: list[Document] = []
             reading = time.perf_counter()
-        summary.read_seconds += time.perf_counter() - reading
-        if documents:
-            seen = await _write_read_batch(
-                conn, spec, ctx, summary, documents, type_index, version, seen, progress, started
-            )
+            async for document in cursor:
+                documents.append(document)
+                if len(documents) % _READ_SLICE == 0 and applying is not None:
+                    await asyncio.sleep(0)  # the batch being written takes its next step
+                if len(documents) < batch_size:
+                    continue
+                summary.read_seconds += time.perf_counter() - reading
+                seen = await hand_over(documents, type_index, version)
+                documents = []
+                reading = time.perf_counter()
+            summary.read_seconds += time.perf_counter() - reading
+            if documents:
+                seen = await hand_over(documents, type_index, version)
+        if applying is not None:
+            seen = await _finish_batch(spec, summary, applying, seen, progress, started)
+            applying = None
+    finally:
+        if applying is not None:
+            # stopped while a batch was being written: it commits whole or not at all,
+            # and the connection must be free before the lock is let go
+            applying.task.cancel()
+            with contextlib.suppress(BaseException):
+                await applying.task
     await _finish(conn, spec.name)
     if not resumed:
         summary.not_read = max(0, summary.total - seen)
     summary.seconds = time.perf_counter() - started
+    summary.write_seconds = max(0.0, summary.seconds - summary.read_seconds)
     return summary

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,7 +51,9 @@ __all__ = [
     "BatchResult",
     "FeedPosition",
     "Position",
+    "PreparedBatch",
     "SourceItem",
+    "prepare_batch",
     "write_batch",
 ]
 
@@ -117,7 +119,10 @@ class FeedPosition:
 
 
 @dataclass
-class _Prepared:
+class PreparedBatch:
+    """A batch mapped and ready to apply (:func:`prepare_batch`); only read by the apply,
+    so a retried apply uses it again."""
+
     rows: dict[str, list[tuple[int, Row]]]
     quarantine: list[tuple[str, str, str, Document]]  # legacy id, reason, detail, document
     deletions: list[tuple[str, int]]
@@ -125,9 +130,26 @@ class _Prepared:
     documents: dict[str, Document]
 
 
-def _prepare(spec: EntitySpec, items: Sequence[SourceItem], ctx: MappingContext) -> _Prepared:
+def prepare_batch(
+    spec: EntitySpec, items: Sequence[SourceItem], ctx: MappingContext
+) -> PreparedBatch:
+    """Step 1 of :func:`write_batch`, pure: the batch mapped, no I/O."""
+    steps = preparing(spec, items, ctx)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            prepared: PreparedBatch = done.value
+            return prepared
+
+
+def preparing(
+    spec: EntitySpec, items: Sequence[SourceItem], ctx: MappingContext
+) -> Generator[None, None, PreparedBatch]:
+    """:func:`prepare_batch` one document at a time: it yields after each mapped document,
+    so that a caller on an event loop can let other work (a batch being applied) go on."""
     latest: dict[str, SourceItem] = {}
-    prepared = _Prepared({table: [] for table in spec.tables}, [], [], [], {})
+    prepared = PreparedBatch({table: [] for table in spec.tables}, [], [], [], {})
     for item in items:  # one row can change once per statement: keep each id's newest
         seen = latest.get(item.legacy_id)
         if seen is not None and seen.version == item.version and seen.document != item.document:
@@ -149,11 +171,13 @@ def _prepare(spec: EntitySpec, items: Sequence[SourceItem], ctx: MappingContext)
             prepared.quarantine.append(
                 (item.legacy_id, outcome.reason, outcome.detail, item.document)
             )
+            yield
             continue
         assert isinstance(outcome, Mapped)
         for table, rows in outcome.rows.items():
             prepared.rows[table].extend((item.version, row) for row in rows)
         prepared.notes.extend((item.legacy_id, note) for note in outcome.notes)
+        yield
     return prepared
 
 
@@ -242,9 +266,14 @@ async def write_batch(
     ctx: MappingContext,
     position: Position | None = None,
     source: str = "backfill",
+    prepared: PreparedBatch | None = None,
 ) -> BatchResult:
-    """Apply ``items`` of ``spec`` in one transaction; see the module docstring."""
-    prepared = _prepare(spec, items, ctx)
+    """Apply ``items`` of ``spec`` in one transaction; see the module docstring.
+
+    ``prepared`` is ``prepare_batch(spec, items, ctx)`` when the caller mapped the batch
+    already (the backfill maps the next batch while PostgreSQL applies this one)."""
+    if prepared is None:
+        prepared = prepare_batch(spec, items, ctx)
     result = BatchResult(read=len(items))
     try:
         async with conn.transaction():
@@ -287,7 +316,7 @@ async def _apply_primary(
     conn: asyncpg.Connection,
     spec: EntitySpec,
     staged: StagedTable,
-    prepared: _Prepared,
+    prepared: PreparedBatch,
     ctx: MappingContext,
     source: str,
     result: BatchResult,
