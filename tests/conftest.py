@@ -133,8 +133,12 @@ class ScratchDatabases:
     admin_url: str
     create: Callable[[str], Awaitable[str]]
     drop: Callable[[str], Awaitable[None]]
+    # An empty database named after the prefix, every schema migration applied.
+    create_migrated: Callable[[str], Awaitable[str]]
 
 
 @pytest.fixture(scope="session")
 def scratch_databases() -> ScratchDatabases:
-    return ScratchDatabases(PG_ADMIN_URL, create_scratch_database, drop_scratch_database)
+    return ScratchDatabases(
+        PG_ADMIN_URL, create_scratch_database, drop_scratch_database, _migrated_scratch_database
+    )

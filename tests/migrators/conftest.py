@@ -4,10 +4,9 @@ connection to a freshly migrated database, and settings pointing at both."""
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import asyncpg
 import pytest
@@ -62,17 +61,6 @@ async def dirty_seed(legacy_db: Database) -> SeedSummary:
     return await seed_store(legacy_db, scale="small", dirty=0.2, seed=7)
 
 
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 # Tables the migrator tests write; emptied before each test of this directory.
 _TABLES = (
     "connectors, users, subscriptions, migration_quarantine, migration_tombstones, "
@@ -81,19 +69,14 @@ _TABLES = (
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def migrators_database_url() -> AsyncIterator[str]:
+async def migrators_database_url(scratch_databases: Any) -> AsyncIterator[str]:  # tests/conftest.py
     """One migrated database for this directory's tests (creating one per test costs ~2 s);
     each test starts from empty tables (:func:`database_url`)."""
-    from schema.runner import upgrade
-
-    name = f"strangler_test_migrators_{os.getpid()}_{secrets.token_hex(4)}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(PG_ADMIN_URL)._replace(path=f"/{name}"))
+    url = await scratch_databases.create_migrated("strangler_test_migrators")
     try:
-        await upgrade(url, progress=lambda _line: None)
         yield url
     finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await scratch_databases.drop(url)
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ PostgreSQL database for the directory whose tables are emptied before each test.
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,8 +17,6 @@ from migrators.spec import MappingContext
 from strangler.config import ConnectorKeys
 from strangler.mongo import Database, open_database
 
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
-
 # Emptied before each test (CASCADE reaches the tree's children).
 _TABLES = (
     "subscriptions, users, connectors, workspaces, folders, jobs, workflows, "
@@ -27,14 +24,6 @@ _TABLES = (
     "migration_quarantine, migration_tombstones, migration_backfill_checkpoints, "
     "migration_feed_positions, migration_outbox, migration_dead_letters"
 )
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -49,17 +38,12 @@ def legacy_db() -> Database:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def tree_database_url() -> AsyncIterator[str]:
-    from schema.runner import upgrade
-
-    name = f"strangler_test_tree_{os.getpid()}_{secrets.token_hex(4)}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(PG_ADMIN_URL)._replace(path=f"/{name}"))
+async def tree_database_url(scratch_databases: Any) -> AsyncIterator[str]:  # tests/conftest.py
+    url = await scratch_databases.create_migrated("strangler_test_tree")
     try:
-        await upgrade(url, progress=lambda _line: None)
         yield url
     finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await scratch_databases.drop(url)
 
 
 @pytest.fixture
