@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from migrators.spec import Reference, Row, UniqueName
+from strangler.jsonfast import jsonb_text
 
 __all__ = ["StagedTable", "stage_rows"]
 
@@ -41,7 +42,7 @@ def _encode(value: Any, type_name: str) -> Any:
     if value is None:
         return None
     if type_name == "jsonb":  # jsonb keeps no key order: sorting would be wasted work
-        return json.dumps(value, separators=(",", ":"))
+        return jsonb_text(value)
     if type_name in _JSON_TYPES:  # json text is compared as written: one order for all
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     if type_name == "uuid" and not isinstance(value, uuid.UUID):

@@ -14,9 +14,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from migrators.entities.common import RENAMED, UNREADABLE, Field, from_json, to_json
 from migrators.spec import Note, Row
 from strangler.contract import DirtyValue, parse_legacy_datetime, to_int
+from strangler.jsonfast import dumps_json
 
 __all__ = [
     "FOLDER_FIELDS",
@@ -166,6 +169,24 @@ def _storable(value: Any) -> bool:
     return True
 
 
+# An integer literal of 19 digits or more may not fit in 64 bits, where orjson would read
+# it as a float: such a text is parsed by the standard library, which keeps it whole.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` refusing NaN and infinite numbers (``_OutOfRange``), with orjson doing
+    the work whenever it gives the same value: a text orjson refuses (a lone surrogate
+    escape, a number out of range, invalid JSON) is read again by the standard library,
+    whose answer (or error message) is the one kept."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
+
+
 def parse_diagram(text: Any) -> tuple[Any, Note | None]:
     """The jsonb value of a ``workFlowDiagram`` string, or ``None`` with the note saying why.
 
@@ -179,7 +200,7 @@ def parse_diagram(text: Any) -> tuple[Any, Note | None]:
     if not text.strip():
         return None, Note("diagram_empty", "workFlowDiagram is empty; kept as found")
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
+        value = _loads(text)
     except _OutOfRange:
         value = _NOT_STORABLE
     except (ValueError, RecursionError) as exc:
@@ -190,13 +211,18 @@ def parse_diagram(text: Any) -> tuple[Any, Note | None]:
     return value, None
 
 
+# A NUL in JSON text: ``\u0000`` after an even run of backslashes (``\\u0000`` is a
+# backslash, then the letters u0000, which PostgreSQL stores).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def contains_nul(rows: Iterable[Row]) -> str | None:
     """The first column of ``rows`` whose text PostgreSQL cannot store (a NUL character)."""
     for row in rows:
         for column, value in row.items():
             if isinstance(value, str) and "\x00" in value:
                 return column
-            if isinstance(value, dict | list) and "\\u0000" in json.dumps(value):
+            if isinstance(value, dict | list) and _NUL_ESCAPE.search(dumps_json(value)):
                 return column
     return None
 
