@@ -10,6 +10,7 @@ whatever works against one works against the other.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -59,6 +60,8 @@ class Database(Protocol):
 
 _memory_clients: dict[str, Any] = {}
 _memory_patched = False
+# mongomock's own functions that the patches below replace (the tests compare against them)
+_MOCK_ORIGINALS: dict[str, Any] = {}
 
 
 def _patch_memory_cursor() -> None:
@@ -96,7 +99,82 @@ def _patch_memory_cursor() -> None:
     setattr(MockCursor, "__next__", next_document)  # noqa: B010 - patching a test double
     setattr(MockCursor, "next", next_document)  # noqa: B010
     setattr(AsyncCursor, "to_list", to_list)  # noqa: B010
+    _patch_memory_reads()
     _memory_patched = True
+
+
+def _patch_memory_reads() -> None:
+    """Three more of mongomock's pure-Python costs, each cut only where the answer is the
+    same (the backfill reads whole collections through all three):
+
+    * a query runs its whole filter on every document; a query on ``_id`` by ``$type``
+      first keeps the documents whose ``_id`` can match that type;
+
+    * every document it returns is copied value by value with ``copy.copy`` (to keep the
+      store apart from what callers do with the result); immutable values need no copy;
+    * a sort wraps each value in an object whose ``<`` works out both BSON types on every
+      comparison; when every document's value is of one type whose BSON order is Python's
+      own (ObjectId, str, datetime, or numbers), the values are sorted as they are.
+    """
+    import mongomock.collection as mock_collection
+    from bson import ObjectId
+    from mongomock import filtering
+
+    original_copy = mock_collection._copy_field
+    original_dataset = mock_collection.Collection._get_dataset
+    original_iter = mock_collection.Collection._iter_documents
+    shared = frozenset({str, int, float, bool, type(None), bytes, datetime, ObjectId})
+    native_order = ({ObjectId}, {str}, {datetime}, {int}, {float}, {int, float})
+
+    def copy_field(obj: Any, container: Any) -> Any:
+        kind = type(obj)
+        if kind in shared:
+            return obj
+        if kind is dict and container is dict:
+            return {k: v if type(v) in shared else copy_field(v, container) for k, v in obj.items()}
+        if kind is list:
+            return [v if type(v) in shared else copy_field(v, container) for v in obj]
+        return original_copy(obj, container)
+
+    def get_dataset(self: Any, spec: Any, sort: Any, fields: Any, as_class: Any) -> Any:
+        keys = list(sort.items() if isinstance(sort, dict) else sort or ())
+        if len(keys) != 1 or keys[0][0].startswith("$"):
+            yield from original_dataset(self, spec, sort, fields, as_class)
+            return
+        key, direction = keys[0]
+        documents = list(self._iter_documents(spec))
+        values = [filtering.resolve_key(key, document) for document in documents]
+        if {type(value) for value in values} not in native_order:
+            yield from original_dataset(self, spec, sort, fields, as_class)
+            return
+        # mongomock compares two values of one BSON type with Python's own ``<``: the
+        # same comparisons, so the same order, without the wrapper
+        order = sorted(range(len(documents)), key=values.__getitem__, reverse=direction < 0)
+        for index in order:
+            yield self._copy_only_fields(documents[index], fields, as_class)
+
+    def iter_documents(self: Any, spec: Any) -> Any:
+        # {"_id": {"$type": T, ...}} (the backfill's query, one per _id type) only matches a
+        # document whose _id passes T's test (or is an array): mongomock's whole filter runs
+        # on those alone instead of on every document
+        condition = spec.get("_id") if isinstance(spec, dict) and len(spec) == 1 else None
+        alias = condition.get("$type") if isinstance(condition, dict) else None
+        test = filtering.TYPE_MAP.get(alias) if isinstance(alias, str) else None
+        if test is None or self._store.is_empty:
+            return original_iter(self, spec)
+        candidates = [
+            document
+            for document in list(self._store.documents)
+            if test(document.get("_id")) or isinstance(document.get("_id"), list | tuple)
+        ]
+        return (d for d in candidates if filtering.filter_applies(spec, d))
+
+    _MOCK_ORIGINALS.update(
+        copy_field=original_copy, get_dataset=original_dataset, iter_documents=original_iter
+    )
+    setattr(mock_collection, "_copy_field", copy_field)  # noqa: B010
+    setattr(mock_collection.Collection, "_iter_documents", iter_documents)  # noqa: B010
+    setattr(mock_collection.Collection, "_get_dataset", get_dataset)  # noqa: B010
 
 
 def open_database(url: str, default_name: str = "uzo") -> Database:
