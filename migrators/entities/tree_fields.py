@@ -222,8 +222,10 @@ def contains_nul(rows: Iterable[Row]) -> str | None:
         for column, value in row.items():
             if isinstance(value, str) and "\x00" in value:
                 return column
-            if isinstance(value, dict | list) and _NUL_ESCAPE.search(dumps_json(value)):
-                return column
+            if isinstance(value, dict | list):
+                text = dumps_json(value)
+                if b"\\u0000" in text and _NUL_ESCAPE.search(text):
+                    return column
     return None
 
 
