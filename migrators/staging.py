@@ -20,13 +20,14 @@ import asyncpg
 from migrators.spec import Reference, Row, UniqueName
 from strangler.jsonfast import jsonb_text
 
-__all__ = ["StagedTable", "stage_rows"]
+__all__ = ["StagedTable", "column_types", "encode_value", "stage_rows"]
 
 _JSON_TYPES = {"json", "jsonb"}
 _column_types: dict[str, dict[str, str]] = {}
 
 
-async def _types(conn: asyncpg.Connection, table: str) -> dict[str, str]:
+async def column_types(conn: asyncpg.Connection, table: str) -> dict[str, str]:
+    """The table's columns and their SQL types (read once per table and process)."""
     known = _column_types.get(table)
     if known is None:
         records = await conn.fetch(
@@ -38,7 +39,8 @@ async def _types(conn: asyncpg.Connection, table: str) -> dict[str, str]:
     return known
 
 
-def _encode(value: Any, type_name: str) -> Any:
+def encode_value(value: Any, type_name: str) -> Any:
+    """A row value as COPY takes it for a column of ``type_name``."""
     if value is None:
         return None
     if type_name == "jsonb":  # jsonb keeps no key order: sorting would be wasted work
@@ -172,7 +174,7 @@ async def stage_rows(
     conn: asyncpg.Connection, table: str, rows: Sequence[tuple[int, Row]]
 ) -> StagedTable:
     """COPY ``(version, row)`` pairs into the table's staging table (inside a transaction)."""
-    types = await _types(conn, table)
+    types = await column_types(conn, table)
     columns = tuple(rows[0][1])
     unknown = [c for c in columns if c not in types]
     if unknown:
@@ -183,12 +185,12 @@ async def stage_rows(
             (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
     )
     await conn.execute(f"CREATE INDEX IF NOT EXISTS {stage}_id ON {stage} (id)")
-    column_types = [types[c] for c in columns]
+    typed = [types[c] for c in columns]
     records = []
     for version, row in rows:
         if len(row) != len(columns):
             raise ValueError(f"rows for {table} do not all name the same columns")
-        values = [_encode(row[c], t) for c, t in zip(columns, column_types, strict=True)]
+        values = [encode_value(row[c], t) for c, t in zip(columns, typed, strict=True)]
         values.append(version)
         records.append(values)
     await conn.copy_records_to_table(stage, records=records, columns=[*columns, "source_version"])

@@ -22,7 +22,6 @@ given, reports notes about the applied documents once their rows are in place.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from migrators.spec import EntitySpec, Note, Row
+from migrators.staging import column_types, encode_value
 
 __all__ = [
     "AFTER_APPLY",
@@ -46,9 +46,6 @@ CHILDREN = "children"
 AFTER_APPLY = "after_apply"
 # (connection, legacy ids of the applied documents) -> notes about them
 AfterApply = Callable[[asyncpg.Connection, list[str]], Awaitable[list[tuple[str, Note]]]]
-
-_JSON_TYPES = {"json", "jsonb"}
-_types_cache: dict[str, dict[str, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -80,28 +77,6 @@ def children_of(spec: EntitySpec) -> tuple[ChildTable, ...]:
     return tuple(spec.extra.get(CHILDREN, ()))
 
 
-async def _types(conn: asyncpg.Connection, table: str) -> dict[str, str]:
-    known = _types_cache.get(table)
-    if known is None:
-        records = await conn.fetch(
-            """SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
-               WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped""",
-            table,
-        )
-        known = _types_cache[table] = {r["attname"]: r["type"] for r in records}
-    return known
-
-
-def _encode(value: Any, type_name: str) -> Any:
-    if value is None:
-        return None
-    if type_name in _JSON_TYPES:  # jsonb keeps no key order: no need to sort
-        return json.dumps(value, separators=(",", ":"))
-    if type_name == "uuid" and not isinstance(value, uuid.UUID):
-        return uuid.UUID(str(value))
-    return value
-
-
 async def _stage(
     conn: asyncpg.Connection, child: ChildTable, rows: Sequence[tuple[int, Row]]
 ) -> tuple[str, tuple[str, ...]]:
@@ -114,7 +89,7 @@ async def _stage(
         f"""CREATE TEMP TABLE IF NOT EXISTS {stage}
             (LIKE {child.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
     )
-    types = await _types(conn, child.table)
+    types = await column_types(conn, child.table)
     columns: tuple[str, ...] = tuple(rows[0][1]) if rows else ()
     unknown = [c for c in columns if c not in types]
     if unknown:
@@ -122,7 +97,7 @@ async def _stage(
     if rows:
         records = []
         for version, row in rows:
-            values = [_encode(row[c], types[c]) for c in columns]
+            values = [encode_value(row[c], types[c]) for c in columns]
             if child.versioned:
                 values.append(version)
             records.append(values)
@@ -228,7 +203,7 @@ async def delete_children(conn: asyncpg.Connection, spec: EntitySpec, ids: Seque
 
 async def _fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
     statement = await conn.prepare(sql)
-    decoded = {a.name for a in statement.get_attributes() if a.type.name in _JSON_TYPES}
+    decoded = {a.name for a in statement.get_attributes() if a.type.name in ("json", "jsonb")}
     rows = []
     for record in await statement.fetch(*args):
         row = dict(record)
