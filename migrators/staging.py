@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from migrators.spec import Reference, Row, UniqueName
-from strangler.jsonfast import jsonb_text
+from strangler.jsonfast import JsonText, jsonb_text
 
 __all__ = ["StagedTable", "column_types", "encode_value", "stage_rows"]
 
@@ -45,6 +45,8 @@ def encode_value(value: Any, type_name: str) -> Any:
         return None
     if type_name == "jsonb":  # jsonb keeps no key order: sorting would be wasted work
         return jsonb_text(value)
+    if isinstance(value, JsonText):  # checked text is sent as written
+        return value.text
     if type_name in _JSON_TYPES:  # json text is compared as written: one order for all
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     if type_name == "uuid" and not isinstance(value, uuid.UUID):

@@ -14,12 +14,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from migrators.entities.common import RENAMED, UNREADABLE, Field, from_json, to_json
 from migrators.spec import Note, Row
 from strangler.contract import DirtyValue, parse_legacy_datetime, to_int
-from strangler.jsonfast import dumps_json
+from strangler.jsonfast import checked_json, dumps_json
 
 __all__ = [
     "FOLDER_FIELDS",
@@ -169,26 +167,12 @@ def _storable(value: Any) -> bool:
     return True
 
 
-# An integer literal of 19 digits or more may not fit in 64 bits, where orjson would read
-# it as a float: such a text is parsed by the standard library, which keeps it whole.
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-
-
-def _loads(text: str) -> Any:
-    """``json.loads`` refusing NaN and infinite numbers (``_OutOfRange``), with orjson doing
-    the work whenever it gives the same value: a text orjson refuses (a lone surrogate
-    escape, a number out of range, invalid JSON) is read again by the standard library,
-    whose answer (or error message) is the one kept."""
-    if _LONG_DIGITS.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
-
-
 def parse_diagram(text: Any) -> tuple[Any, Note | None]:
     """The jsonb value of a ``workFlowDiagram`` string, or ``None`` with the note saying why.
+
+    Usually the string itself as :class:`strangler.jsonfast.JsonText` (checked, not parsed:
+    PostgreSQL parses it, numbers as written); a text simdjson refuses is read by the
+    standard library, whose value (or refusal) decides.
 
     The string itself is always kept (``workflow_diagram_text``); this only decides
     whether a parsed copy exists beside it.
@@ -199,8 +183,11 @@ def parse_diagram(text: Any) -> tuple[Any, Note | None]:
         return None, None  # kept in extra as an unreadable value by the field table
     if not text.strip():
         return None, Note("diagram_empty", "workFlowDiagram is empty; kept as found")
+    checked = checked_json(text)
+    if checked is not None:  # the common case: valid, storable, left for jsonb to parse
+        return checked, None
     try:
-        value = _loads(text)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
     except _OutOfRange:
         value = _NOT_STORABLE
     except (ValueError, RecursionError) as exc:

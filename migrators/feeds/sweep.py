@@ -44,6 +44,7 @@ from migrators.backfill import legacy_id_of
 from migrators.origin import strip_origin
 from migrators.spec import Document, EntitySpec, Mapped, MappingContext
 from schema.tenancy import enter_sync
+from strangler.jsonfast import JsonText
 from strangler.mongo import Collection
 
 __all__ = [
@@ -84,6 +85,8 @@ def _plain(value: Any) -> Any:
         return bytes(value).hex()
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, JsonText):  # a mapped diagram, stored as jsonb parsed from it
+        return _plain(value.value())
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, Mapping):

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 from bson import ObjectId
 
+from migrators.entities.tree_fields import parse_diagram
 from proxy.handlers import tree_store as store
 from proxy.handlers._pg import (
     ApiError,
@@ -41,6 +42,7 @@ from proxy.handlers.tree_render import (
 from schema.keys import link_key, row_key
 from strangler.contract import new_id
 from strangler.exchange import RecordedResponse
+from strangler.jsonfast import jsonb_text
 
 __all__ = ["EMPTY_DIAGRAM", "STALE_VERSION", "WorkflowHandlers"]
 
@@ -75,15 +77,10 @@ _STORED = (
 
 
 def parsed_diagram(text: str | None) -> str | None:
-    """The diagram string as jsonb text when it is JSON, else ``None`` (kept as text only)."""
-    if text is None or not text.strip():
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    encoded = json.dumps(value, ensure_ascii=False)
-    return None if "\\u0000" in encoded else encoded
+    """The diagram string as jsonb text when jsonb can hold it, else ``None`` (kept as text
+    only): the migration's own rule (``parse_diagram``), so both sides store the same."""
+    value, _ = parse_diagram(text)
+    return None if value is None else jsonb_text(value)
 
 
 def _expected_version(call: Call) -> int | None:

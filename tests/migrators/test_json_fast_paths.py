@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import migrators.entities.tree_fields as fields
 from migrators.entities.common import _JSON_OPTIONS, to_json
 from migrators.entities.tree_fields import contains_nul, parse_diagram
-from strangler.jsonfast import dumps_json, jsonb_text
+from strangler.jsonfast import JsonText, checked_json, dumps_json, jsonb_text
 
 
 def _extended_json(value: Any) -> Any:
@@ -99,25 +99,43 @@ _json_texts = st.recursive(
 
 def _stdlib_diagram(text: str) -> tuple[Any, Any]:
     """parse_diagram's answer with the standard library alone reading the text."""
-    original = fields._loads
+    original = fields.checked_json
     try:
-        fields._loads = lambda t: json.loads(  # type: ignore[assignment]
-            t, parse_constant=fields._reject_constant, parse_float=fields._finite
-        )
+        fields.checked_json = lambda _text: None  # type: ignore[assignment]
         return parse_diagram(text)
     finally:
-        fields._loads = original  # type: ignore[assignment]
+        fields.checked_json = original  # type: ignore[assignment]
+
+
+def _value(parsed: Any) -> Any:
+    return parsed.value() if isinstance(parsed, JsonText) else parsed
 
 
 @settings(max_examples=400, deadline=None)
 @given(_json_texts)
-def test_the_diagram_parser_gives_what_the_standard_library_gives(text: str) -> None:
-    assert _same(parse_diagram(text), _stdlib_diagram(text))
+def test_the_diagram_check_keeps_what_the_standard_library_would_parse(text: str) -> None:
+    (fast, fast_note), (slow, slow_note) = parse_diagram(text), _stdlib_diagram(text)
+    assert _same(_value(fast), slow)
+    assert _same(fast_note, slow_note)
+
+
+def test_a_valid_diagram_is_kept_as_its_text_for_postgresql_to_parse() -> None:
+    text = '{"nodes": [{"id": "n1", "x": 1.10}], "edges": []}'
+    value, note = parse_diagram(text)
+    assert note is None and value == JsonText(text) and jsonb_text(value) == text
 
 
 def test_an_integer_past_64_bits_stays_whole() -> None:
     value, note = parse_diagram('{"id": 123456789012345678901234567890}')
-    assert note is None and value == {"id": 123456789012345678901234567890}
+    assert note is None and _value(value) == {"id": 123456789012345678901234567890}
+
+
+def test_what_jsonb_refuses_or_reads_otherwise_is_not_passed_as_text() -> None:
+    for text in ('{"a": "\\u0000"}', '"\\ud800"', '[1e400]', "\ufeff{}", "[" * 1100 + "]" * 1100,
+                 '{"s": "\ud800"}', "[18446744073709551616]"):  # fmt: skip
+        assert checked_json(text) is None, text
+    assert checked_json('{"a": "\\\\u0000"}') is None  # an escaped backslash: read slowly
+    assert _value(parse_diagram('{"a": "\\\\u0000"}')[0]) == {"a": "\\u0000"}
 
 
 _plain = st.recursive(
