@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import simdjson
 
-__all__ = ["JsonText", "checked_json", "dumps_json", "jsonb_text"]
+__all__ = ["JsonText", "checked_json", "digest_json", "dumps_json", "jsonb_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +96,14 @@ def jsonb_text(value: Any) -> str:
         return orjson.dumps(value, default=_refuse, option=_OPTIONS).decode("utf-8")
     except TypeError:
         return json.dumps(value, separators=(",", ":"))
+
+
+def digest_json(value: Any) -> bytes:
+    """Deterministic JSON of ``value`` to digest: keys sorted, a value JSON has no form for
+    (a datetime, a UUID) written as ``str()`` gives it. The same value always gives the
+    same bytes; a value orjson refuses is written by ``json.dumps`` (sorted) instead."""
+    try:
+        return orjson.dumps(value, default=str, option=_OPTIONS | orjson.OPT_SORT_KEYS)
+    except TypeError:
+        text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+        return text.encode("utf-8", "surrogatepass")

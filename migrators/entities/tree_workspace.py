@@ -29,7 +29,6 @@ that is not an object (``malformed_tree``); a NUL character (``nul_character``).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,6 +52,7 @@ from migrators.entities.tree_fields import (
 )
 from migrators.spec import Document, Mapped, MappingContext, Note, Quarantined, Row
 from schema.keys import link_key, row_key
+from strangler.jsonfast import digest_json
 
 __all__ = [
     "TREE_TABLES",
@@ -125,8 +125,7 @@ def _dependencies(
 def tree_digest(rows: Mapping[str, Sequence[Row]]) -> str:
     """Digest of the rows below the workspace row, in mapping order."""
     below = {table: rows.get(table, ()) for table in TREE_TABLES[1:]}
-    text = json.dumps(below, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(digest_json(below), digest_size=16).hexdigest()
 
 
 def _map_tree(document: Document, workspace_id: str, subscription_id: str) -> Mapped:
