@@ -131,7 +131,9 @@ async def backfill_vs_copy(db: Database, conn: asyncpg.Connection) -> dict[str, 
         print(
             f"  backfill {name}: {summary.result.read:,} documents, {summary.seconds:.1f} s "
             f"({summary.read_seconds:.1f} s reading the legacy store, "
-            f"{summary.write_seconds:.1f} s mapping and writing), {quarantined} quarantined",
+            f"{summary.write_seconds:.1f} s mapping and writing, of which "
+            f"{summary.apply_wait_seconds:.1f} s waiting for PostgreSQL), "
+            f"{quarantined} quarantined",
             flush=True,
         )
     rows = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TREE_TABLES}

@@ -170,6 +170,8 @@ class BackfillSummary:
     resumed: bool = False
     not_read: int = 0  # documents whose _id type no pass reads
     read_seconds: float = 0.0  # waiting for the legacy store
+    # waiting for PostgreSQL: a batch mapped, the previous one still being applied
+    apply_wait_seconds: float = 0.0
     # the rest: mapping, sealing and writing (write_batch); the writing of one batch
     # overlaps the reading and mapping of the next
     write_seconds: float = 0.0
@@ -322,7 +324,9 @@ async def _finish_batch(
     started: float,
 ) -> int:
     """Wait for the batch to commit, then count and report it; returns documents seen."""
+    waiting = time.perf_counter()
     result = await applying.task
+    summary.apply_wait_seconds += time.perf_counter() - waiting
     summary.result.merge(result)
     summary.batches += 1
     seen += len(applying.items)
