@@ -17,17 +17,22 @@ Policy, for one (entity, tenant):
   the write (its *watermark*), or until the pin's bound runs out
   (:func:`choose_read_side`).
 
-The watermark is a number of epoch seconds per (entity, direction) in Redis: the forward
-sync publishes "every legacy change older than this is in PostgreSQL", the reverse sync
-"every outbox row committed before this is in MongoDB" (:meth:`publish_watermark`).
-Without one, a pin simply lasts its bound, which is chosen above the sync's lag alert.
+The watermark is a number of epoch seconds per (migration entity, direction) in Redis: the
+forward sync publishes "every legacy change older than this is in PostgreSQL", the reverse
+sync "every outbox row committed before this is in MongoDB" (:meth:`publish_watermark`).
+Pins are per routing entity; one made of several migration entities (``workspaces``: the
+workflows, the trees and their histories, each with its own sync worker) has carried a
+write across when every member's watermark has passed it: the lowest one counts. Without
+a watermark from every member, a pin simply lasts its bound, which is chosen above the
+sync's lag alert.
 
 The decision is pure; the store does one Redis round trip per decision (an MGET of the pin
-and the watermarks) and one SET per write, only for entities in ``canary``.
+and the members' watermarks) and one SET per write, only for entities in ``canary``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -108,11 +113,18 @@ class ConsistencyStore:
         prefix: str = "strangler:ryw:",
         pin_seconds: float = DEFAULT_PIN_SECONDS,
         skew_seconds: float = DEFAULT_SKEW_SECONDS,
+        members: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
         self.pin_seconds = pin_seconds
         self.skew_seconds = skew_seconds
+        # routing entity -> the migration entities whose syncs carry its writes (default:
+        # the spec registry's groups; an entity not listed is its own only member)
+        self._members = dict(members) if members is not None else _registry_groups()
+
+    def members_of(self, entity: str) -> tuple[str, ...]:
+        return tuple(self._members.get(entity, ())) or (entity,)
 
     def _mark_key(self, entity: str, tenant: str) -> str:
         return f"{self._prefix}mark:{entity}:{tenant}"
@@ -141,35 +153,52 @@ class ConsistencyStore:
         return _parse_mark(_decode(await self._redis.get(self._mark_key(entity, tenant))))
 
     async def read_side(self, entity: str, tenant: str, planned: Side, now: float) -> Side:
-        """Where a read should go (one MGET: the pin and both watermarks).
+        """Where a read should go (one MGET: the pin and the members' watermarks).
 
         On a Redis failure: legacy, the side that cannot be behind a canary write (legacy
         takes every write until ``new``)."""
-        keys = (
-            self._mark_key(entity, tenant),
-            self._watermark_key(entity, "forward"),
-            self._watermark_key(entity, "reverse"),
-        )
+        members = self.members_of(entity)
+        keys = [self._mark_key(entity, tenant)]
+        keys += [self._watermark_key(m, d) for d in ("forward", "reverse") for m in members]
         try:
-            raw_mark, forward, reverse = (_decode(v) for v in await self._redis.mget(keys))
+            raw_mark, *raw_watermarks = (_decode(v) for v in await self._redis.mget(keys))
         except Exception:  # redis raises many kinds; all mean "cannot tell"
             return "legacy"
         mark = _parse_mark(raw_mark)
         if mark is None:
             return planned
-        raw_watermark = forward if direction_toward(mark.side) == "forward" else reverse
-        try:
-            watermark = float(raw_watermark) if raw_watermark else None
-        except ValueError:
-            watermark = None
+        forward, reverse = raw_watermarks[: len(members)], raw_watermarks[len(members) :]
+        chosen = forward if direction_toward(mark.side) == "forward" else reverse
         return choose_read_side(
             planned,
             mark,
-            watermark,
+            _lowest(chosen),
             now,
             pin_seconds=self.pin_seconds,
             skew_seconds=self.skew_seconds,
         )
+
+
+def _lowest(raw_watermarks: Sequence[str | None]) -> float | None:
+    """How far every member has applied: the lowest watermark, None if one is missing."""
+    values = []
+    for raw in raw_watermarks:
+        try:
+            values.append(float(raw) if raw else None)
+        except ValueError:
+            values.append(None)
+    if not values or any(value is None for value in values):
+        return None
+    return min(value for value in values if value is not None)
+
+
+def _registry_groups() -> dict[str, tuple[str, ...]]:
+    from migrators.registry import default_registry
+
+    groups: dict[str, list[str]] = {}
+    for spec in default_registry():
+        groups.setdefault(spec.routing_entity, []).append(spec.name)
+    return {entity: tuple(names) for entity, names in groups.items()}
 
 
 def _parse_mark(raw: str | None) -> WriteMark | None:

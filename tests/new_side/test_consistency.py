@@ -90,6 +90,27 @@ async def test_a_published_watermark_releases_the_pin(
     assert await store.read_side("connectors", "sub_a", "new", wrote_at + 1) == "new"
 
 
+async def test_a_tree_write_is_released_only_once_every_tree_sync_has_passed_it(
+    redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    # workspaces is one routing entity synced by four workers: an updateWorkflow reaches
+    # PostgreSQL through the workflows worker, whatever the workspaces worker has applied
+    store = ConsistencyStore(redis, prefix=redis_prefix)
+    assert store.members_of("workspaces") == (
+        "workflows", "workspaces", "workflow_versions", "workflow_backups",
+    )  # fmt: skip
+    assert store.members_of("connectors") == ("connectors",)
+    wrote_at = time.time()
+    await store.note_write("workspaces", "sub_a", "legacy", wrote_at)
+    for member in ("workspaces", "workflow_versions", "workflow_backups"):
+        await store.publish_watermark(member, "forward", wrote_at + 1)
+    assert await store.read_side("workspaces", "sub_a", "new", wrote_at + 1) == "legacy"
+    await store.publish_watermark("workflows", "forward", wrote_at - 5)  # behind the write
+    assert await store.read_side("workspaces", "sub_a", "new", wrote_at + 1) == "legacy"
+    await store.publish_watermark("workflows", "forward", wrote_at + 1)
+    assert await store.read_side("workspaces", "sub_a", "new", wrote_at + 1) == "new"
+
+
 async def test_without_redis_reads_go_where_canary_writes_go() -> None:
     unreachable = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     try:
