@@ -25,7 +25,14 @@ from typing import Any
 import orjson
 import simdjson
 
-__all__ = ["JsonText", "checked_json", "digest_json", "dumps_json", "jsonb_text"]
+__all__ = [
+    "JsonText",
+    "checked_json",
+    "digest_json",
+    "dumps_json",
+    "encoded_json",
+    "jsonb_text",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,19 @@ def dumps_json(value: Any) -> bytes:
         return orjson.dumps(value, default=_refuse, option=_OPTIONS)
     except TypeError:
         return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def encoded_json(value: Any) -> JsonText | None:
+    """``value`` written once, as :class:`JsonText` to stage as it is; ``None`` when orjson
+    refuses it or the text holds the ``\\u0000`` escape (the caller keeps the value, and
+    its usual checks decide)."""
+    try:
+        data = orjson.dumps(value, default=_refuse, option=_OPTIONS)
+    except TypeError:
+        return None
+    if b"\\u0000" in data:
+        return None
+    return JsonText(data.decode("utf-8"))
 
 
 def jsonb_text(value: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from migrators.entities.common import RENAMED, UNREADABLE, Field, from_json, to_json
 from migrators.spec import Note, Row
 from strangler.contract import DirtyValue, parse_legacy_datetime, to_int
-from strangler.jsonfast import checked_json, dumps_json
+from strangler.jsonfast import JsonText, checked_json, dumps_json
 
 __all__ = [
     "FOLDER_FIELDS",
@@ -111,6 +111,8 @@ def read_json(value: Any) -> Any:
 def write_json(value: Any) -> Any:
     if isinstance(value, str):  # asyncpg hands jsonb back as text without a codec
         value = json.loads(value)
+    elif isinstance(value, JsonText):  # a mapped row, not yet stored
+        value = value.value()
     return None if value is None else from_json(value)
 
 

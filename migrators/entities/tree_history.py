@@ -35,6 +35,7 @@ from migrators.entities.tree_fields import contains_nul, read_int, read_json, wr
 from migrators.spec import Document, Mapped, MappingContext, Quarantined, Row
 from schema.keys import ROW_KEY_NAMESPACE, row_key
 from strangler.contract import DirtyValue, parse_legacy_datetime
+from strangler.jsonfast import encoded_json
 
 __all__ = [
     "VERSION_FIELDS",
@@ -71,6 +72,14 @@ def _subscription_of(snapshot: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def _written(value: Any) -> Any:
+    """A snapshot written once as JSON text (staged as it is; no NUL escape in it), or the
+    value itself when that cannot be done (``contains_nul`` then looks at it as before)."""
+    if value is None:
+        return None
+    return encoded_json(value) or value
+
+
 def map_version(document: Document, ctx: MappingContext) -> Mapped | Quarantined:
     version_id = history_id(document)
     snapshot = document.get("workflow_snapshot")
@@ -90,7 +99,7 @@ def map_version(document: Document, ctx: MappingContext) -> Mapped | Quarantined
         "subscription_id": subscription_id,
         **columns,
         "version_number": number,
-        "workflow_snapshot": read_json(snapshot),
+        "workflow_snapshot": _written(read_json(snapshot)),
         "extra": extra,
     }
     if contains_nul([row]) is not None:
@@ -137,7 +146,7 @@ def map_backup(document: Document, ctx: MappingContext) -> Mapped | Quarantined:
         "workflow_id": workflow_id if isinstance(workflow_id, str) else None,
         "version": version,
         "copied_at": copied_at,
-        "snapshot": to_json(snapshot),
+        "snapshot": _written(to_json(snapshot)),
         "extra": {},
     }
     if contains_nul([row]) is not None:

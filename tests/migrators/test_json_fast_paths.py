@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import migrators.entities.tree_fields as fields
 from migrators.entities.common import _JSON_OPTIONS, to_json
 from migrators.entities.tree_fields import contains_nul, parse_diagram
-from strangler.jsonfast import JsonText, checked_json, dumps_json, jsonb_text
+from strangler.jsonfast import JsonText, checked_json, dumps_json, encoded_json, jsonb_text
 
 
 def _extended_json(value: Any) -> Any:
@@ -173,3 +173,15 @@ def test_a_nul_anywhere_in_a_row_is_found() -> None:
     assert contains_nul([{"a": {"k": "\\u0000 as text is fine"}}]) is None
     assert contains_nul([{"a": {"k": "\\\x00"}}]) == "a"  # a backslash, then a NUL
     assert contains_nul([{"a": {1: "\x00"}}]) == "a"  # a key orjson refuses: json.dumps
+
+
+def test_a_snapshot_is_written_once_unless_its_checks_must_see_the_value() -> None:
+    snapshot = {
+        "workflow_name": "Load é",
+        "n": [1, 2.5, None],
+        "at": {"$date": "2024-01-01T00:00:00Z"},
+    }
+    written = encoded_json(snapshot)
+    assert isinstance(written, JsonText) and written.value() == snapshot
+    assert encoded_json({"s": "nul \x00 inside"}) is None  # contains_nul must see it
+    assert encoded_json({1: "a"}) is None and encoded_json({"s": "\ud800"}) is None
