@@ -16,7 +16,7 @@ from proxy.endpoints import LEGACY_ENDPOINTS, is_websocket, path_template_prefix
 from proxy.rules import LoadedRules
 from strangler.exchange import NewSideHandler
 
-__all__ = ["UNROUTED", "EntityPlan", "Route", "RoutingTable", "compile_table"]
+__all__ = ["UNROUTED", "EntityPlan", "Route", "RoutingTable", "compile_table", "fold_path"]
 
 UNROUTED = "unrouted"  # the metrics' entity label for paths that are not in the table
 
@@ -42,6 +42,9 @@ class Route:
 @dataclass(frozen=True)
 class RoutingTable:
     http: Mapping[tuple[str, str], Route]
+    # the same routes under folded paths (see fold_path): what a lenient legacy router
+    # takes for the same endpoint must be routed, and fenced, as that endpoint
+    http_folded: Mapping[tuple[str, str], Route]
     websocket_exact: Mapping[str, Route]
     websocket_prefixes: tuple[tuple[str, Route], ...]
     entities: Mapping[str, EntityPlan]
@@ -51,7 +54,10 @@ class RoutingTable:
     path: str
 
     def lookup(self, method: str, path: str) -> Route | None:
-        return self.http.get((method, path))
+        route = self.http.get((method, path))
+        if route is None:  # only a miss pays for the fold
+            route = self.http_folded.get((method, fold_path(path)))
+        return route
 
     def lookup_websocket(self, path: str) -> Route | None:
         route = self.websocket_exact.get(path)
@@ -73,6 +79,15 @@ class RoutingTable:
             }
             for name, plan in self.entities.items()
         }
+
+
+def fold_path(path: str) -> str:
+    """A path as a lenient router (Express's defaults) matches it: case folded, repeated
+    slashes collapsed, trailing slashes dropped. ``/Workflow//updateWorkflow/`` names
+    ``/workflow/updateWorkflow`` there, so it must not slip past this table as unrouted
+    (it would reach legacy whatever the entity's mode or fence)."""
+    folded = "/".join(part for part in path.lower().split("/") if part)
+    return "/" + folded
 
 
 def compile_table(
@@ -108,8 +123,18 @@ def compile_table(
                 ws_prefixes.append((prefix, route))
             else:
                 ws_exact[path] = route
+    folded: dict[tuple[str, str], Route] = {}
+    clashing: set[tuple[str, str]] = set()
+    for (method, path), route in http.items():
+        key = (method, fold_path(path))
+        if key in folded:
+            clashing.add(key)  # two endpoints one fold apart: only exact paths find them
+        folded[key] = route
+    for key in clashing:
+        del folded[key]
     return RoutingTable(
         http=MappingProxyType(http),
+        http_folded=MappingProxyType(folded),
         websocket_exact=MappingProxyType(ws_exact),
         websocket_prefixes=tuple(ws_prefixes),
         entities=MappingProxyType(entities),

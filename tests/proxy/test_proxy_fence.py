@@ -127,3 +127,26 @@ async def test_fence_command_sets_and_lifts(start_proxy, http) -> None:
     )
     assert code == 2
     assert err.count("\n") == 1 and dead in err and "retry" in err
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_path_variant_a_lenient_legacy_would_take_is_fenced_too(start_proxy, http) -> None:
+    # Express (legacy's kind of router) takes these for /connectors/addConnector by default:
+    # as unrouted paths they would pass the fence and reach legacy in any mode
+    proxy = await start_proxy(rules=rules_data(connectors={"mode": "legacy", "fenced": True}))
+    for variant in (
+        "/connectors/addConnector/",
+        "/Connectors/AddConnector",
+        "//connectors//addConnector",
+    ):
+        assert (await _write(http, proxy, variant)).status_code == 503, variant
+    other = await _write(http, proxy, "/connectors/addConnectors")  # another path altogether
+    assert other.status_code == 404  # not fenced: forwarded, and the upstream knows it not
+    # a read's variant is routed as the read (forwarded as sent: this upstream knows it not)
+    assert (await http.get(proxy.url + "/connectors/getConnectors/")).status_code == 404
+    metrics = (await http.get(proxy.admin_url + "/metrics")).text
+    assert 'strangler_proxy_fenced_writes_total{entity="connectors"} 3.0' in metrics
+    assert (
+        'strangler_proxy_requests_total{entity="connectors",mode="legacy",origin="legacy",'
+        'status="404"} 1.0' in metrics
+    )
