@@ -82,8 +82,8 @@ class RoutingTable:
 
 
 def fold_path(path: str) -> str:
-    """A path as a lenient router (Express's defaults) matches it: case folded, repeated
-    slashes collapsed, trailing slashes dropped. ``/Workflow//updateWorkflow/`` names
+    """A path as lenient front ends match it by default (Express ignores case and a
+    trailing slash, nginx merges repeated slashes): ``/Workflow//updateWorkflow/`` may name
     ``/workflow/updateWorkflow`` there, so it must not slip past this table as unrouted
     (it would reach legacy whatever the entity's mode or fence)."""
     folded = "/".join(part for part in path.lower().split("/") if part)
