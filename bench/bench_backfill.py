@@ -67,12 +67,14 @@ async def _run() -> None:
         conn = await asyncpg.connect(url)
         ctx = SecretBox(KEYS).context()
         timings: dict[str, tuple[int, float, float]] = {}
-        for spec in default_registry():
+        # the people specs; the workspace tree has its own bench (bench/bench_tree.py)
+        specs = [default_registry().get(name) for name in ("subscriptions", "users", "connectors")]
+        for spec in specs:
             summary = await backfill_entity(db, conn, spec, ctx, batch_size=1000)
             timings[spec.name] = (summary.result.written, summary.seconds, summary.write_seconds)
         copies: dict[str, float] = {}
         with tempfile.TemporaryDirectory() as directory:
-            tables = [spec.tables[0] for spec in default_registry()]
+            tables = [spec.tables[0] for spec in specs]
             for table in tables:
                 await conn.copy_from_table(table, output=f"{directory}/{table}.csv", format="csv")
             for _ in range(3):  # the best of three: the physical limit, not a cold cache
@@ -89,7 +91,7 @@ async def _run() -> None:
             f"{'COPY rows/s':>13}"
         )
         sums = [0.0, 0.0, 0.0, 0.0]
-        for spec in default_registry():
+        for spec in specs:
             rows, seconds, writing = timings[spec.name]
             copy_seconds = copies[spec.tables[0]]
             for i, value in enumerate((rows, seconds, writing, copy_seconds)):
