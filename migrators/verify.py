@@ -4,7 +4,9 @@ Both sides are brought to ONE form, the legacy document in normalized form:
 MongoDB documents through the spec's ``normalize``, PostgreSQL rows through its
 ``to_document`` (which opens the connector secrets, so a changed password is a
 difference too). Each document's form is hashed (SHA-256 of canonical Extended
-JSON) and keyed by its legacy id.
+JSON) and keyed by its legacy id. Only the hashes are kept: MongoDB's documents are
+hashed as they are read, PostgreSQL's rows are read back 1,000 documents at a time;
+the two forms of an id whose hashes differ are read again to say which fields differ.
 
 Then, as at scale: counts first; then per bucket (the first bytes of the
 SHA-256 of the legacy id, ``buckets`` of them) a checksum over the bucket's
@@ -203,38 +205,75 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+# Rows are read back this many documents at a time: verify holds hashes, not documents.
+_CHUNK = 1000
+
+
+def _document_of(
+    spec: EntitySpec, ctx: MappingContext, tables: dict[str, list[Any]], unreadable: dict[str, str],
+    legacy_id: str,
+) -> Document | None:  # fmt: skip
+    assert spec.to_document is not None
+    try:
+        return spec.to_document(tables, ctx)
+    except SecretError as exc:
+        unreadable[legacy_id] = str(exc)
+        return None
+
+
 async def _postgres_side(
     conn: asyncpg.Connection,
     spec: EntitySpec,
     ctx: MappingContext,
     young_after: datetime,
     unreadable: dict[str, str],
-) -> tuple[dict[str, Document], set[str], set[str]]:
-    """(legacy id -> document form of its rows, ids synced too recently, open quarantine);
+) -> tuple[dict[str, str], set[str], set[str]]:
+    """(legacy id -> hash of its rows' document form, ids synced too recently, open
+    quarantine), the rows read back ``_CHUNK`` documents at a time and let go once hashed;
     rows that cannot be read back (a secret that does not open) go to ``unreadable``."""
     if spec.to_document is None:
         raise DataError(f"entity {spec.name!r} has no to_document mapping: it cannot be verified")
-    table = spec.tables[0]
+    table, column = spec.tables[0], spec.legacy_id_column
+    hashes: dict[str, str] = {}
+    young: set[str] = set()
     async with conn.transaction():
         await enter_sync(conn)
-        grouped = await load_rows(conn, spec)  # every table of a multi-table entity
+        ids = [r[0] for r in await conn.fetch(f"SELECT {column} FROM {table} ORDER BY 1")]
+        for start in range(0, len(ids), _CHUNK):
+            # every table of a multi-table entity, for these documents
+            grouped = await load_rows(conn, spec, ids[start : start + _CHUNK])
+            for legacy_id, tables in grouped.items():
+                document = _document_of(spec, ctx, tables, unreadable, legacy_id)
+                if document is None:
+                    continue
+                hashes[legacy_id] = canonical_hash(document)
+                synced = tables[table][0].get("synced_at")
+                if synced is not None and synced > young_after:
+                    young.add(legacy_id)
         quarantined = await conn.fetch(
             "SELECT legacy_id FROM migration_quarantine WHERE entity = $1 AND resolved_at IS NULL",
             spec.name,
         )
-    documents: dict[str, Document] = {}
-    young: set[str] = set()
-    for legacy_id, tables in grouped.items():
-        row = tables[table][0]
-        try:
-            documents[legacy_id] = spec.to_document(tables, ctx)
-        except SecretError as exc:
-            unreadable[legacy_id] = str(exc)
-            continue
-        synced = row.get("synced_at")
-        if synced is not None and synced > young_after:
-            young.add(legacy_id)
-    return documents, young, {r["legacy_id"] for r in quarantined}
+    return hashes, young, {r["legacy_id"] for r in quarantined}
+
+
+async def _both_forms(
+    db: Database, conn: asyncpg.Connection, spec: EntitySpec, ctx: MappingContext, ids: list[str]
+) -> tuple[dict[str, Document], dict[str, Document]]:
+    """The two normalized forms of these documents again, to say which fields differ."""
+    normalize = spec.normalize
+    assert normalize is not None
+    legacy: dict[str, Document] = {}
+    async for document in db[spec.collection].find(legacy_id_filter(spec, ids)):
+        legacy[legacy_id_of(spec, document)] = normalize(strip_origin(document))
+    migrated: dict[str, Document] = {}
+    async with conn.transaction():
+        await enter_sync(conn)
+        for legacy_id, tables in (await load_rows(conn, spec, ids)).items():
+            form = _document_of(spec, ctx, tables, {}, legacy_id)
+            if form is not None:
+                migrated[legacy_id] = form
+    return legacy, migrated
 
 
 async def verify_entity(
@@ -253,14 +292,14 @@ async def verify_entity(
     moment = now or datetime.now(UTC)
     young_after = moment - timedelta(seconds=min_age)
     report = VerifyReport(spec.name, buckets=buckets)
-    legacy: dict[str, Document] = {}
+    legacy: dict[str, str] = {}  # legacy id -> hash of the normalized document
     young: set[str] = set()
     duplicates: list[str] = []
     async for document in db[spec.collection].find({}):
         legacy_id = legacy_id_of(spec, document)
         if legacy_id in legacy:
             duplicates.append(legacy_id)
-        legacy[legacy_id] = spec.normalize(strip_origin(document))
+        legacy[legacy_id] = canonical_hash(spec.normalize(strip_origin(document)))
         born = _age_moment(document, by_object_id=spec.id_field == "_id")
         if min_age > 0 and born is not None and born > young_after:
             young.add(legacy_id)
@@ -276,8 +315,8 @@ async def verify_entity(
     report.skipped_young = len(young)
     expected_absent = quarantined - set(migrated)
     report.quarantined = len(expected_absent & set(legacy))
-    left = {i: canonical_hash(d) for i, d in legacy.items() if i not in young | expected_absent}
-    right = {i: canonical_hash(d) for i, d in migrated.items() if i not in young}
+    left = {i: h for i, h in legacy.items() if i not in young | expected_absent}
+    right = {i: h for i, h in migrated.items() if i not in young}
     left_sums, right_sums = bucket_checksums(left, buckets), bucket_checksums(right, buckets)
     differing = {
         b for b in set(left_sums) | set(right_sums) if left_sums.get(b) != right_sums.get(b)
@@ -287,16 +326,28 @@ async def verify_entity(
         report.differences.append(
             Difference(legacy_id, "duplicate legacy id in MongoDB (only one can be migrated)")
         )
+    found: list[tuple[str, str]] = []  # (legacy id, kind) in id order
     for legacy_id in sorted(_in_buckets(set(left) | set(right), differing, buckets)):
         if legacy_id in unreadable:
             continue
         if legacy_id not in right:
-            report.differences.append(Difference(legacy_id, "missing in PostgreSQL"))
+            found.append((legacy_id, "missing in PostgreSQL"))
         elif legacy_id not in left:
-            report.differences.append(Difference(legacy_id, "extra in PostgreSQL"))
+            found.append((legacy_id, "extra in PostgreSQL"))
         elif left[legacy_id] != right[legacy_id]:
-            details = _field_differences(spec, legacy[legacy_id], migrated[legacy_id])
-            report.differences.append(Difference(legacy_id, "fields differ", details))
+            found.append((legacy_id, "fields differ"))
+    changed = [legacy_id for legacy_id, kind in found if kind == "fields differ"]
+    details: dict[str, tuple[str, ...]] = {}
+    for start in range(0, len(changed), _CHUNK):  # both forms again, only for these
+        ids = changed[start : start + _CHUNK]
+        before, after = await _both_forms(db, conn, spec, ctx, ids)
+        for legacy_id in ids:
+            if legacy_id in before and legacy_id in after:
+                details[legacy_id] = _field_differences(spec, before[legacy_id], after[legacy_id])
+            else:
+                details[legacy_id] = ("changed while verify ran; run it again",)
+    for legacy_id, kind in found:
+        report.differences.append(Difference(legacy_id, kind, details.get(legacy_id, ())))
     if repair and report.differences:
         report.repaired = await _repair(db, conn, spec, ctx, report.differences)
     return report

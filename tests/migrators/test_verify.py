@@ -141,3 +141,40 @@ async def test_commands_on_a_database_without_the_schema_say_what_to_run(mongo_u
     settings = Settings(mongo_url=mongo_url, database_url=PG_ADMIN_URL)
     with pytest.raises(SchemaNotReady, match="run 'strangler schema upgrade' first"):
         await run_verify(settings, "all", out=io.StringIO())
+
+
+async def test_verify_reads_rows_back_in_chunks_and_reports_the_same(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_settings: Settings,
+    clean_pg: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import migrators.verify as verify
+
+    for entity in OURS:
+        await run_backfill(clean_settings, entity, 50, out=io.StringIO())
+    ids = [r[0] for r in await clean_pg.fetch("SELECT connector_id FROM connectors ORDER BY 1")]
+    planted = ids[1::7]  # across many chunks of 3
+    await clean_pg.execute(
+        "UPDATE connectors SET description = 'planted' WHERE connector_id = ANY($1)", planted
+    )
+    await clean_pg.execute("DELETE FROM connectors WHERE connector_id = $1", ids[-1])
+
+    whole = (await run_verify(clean_settings, "connectors", out=io.StringIO()))[0]
+    monkeypatch.setattr(verify, "_CHUNK", 3)
+    chunked = (await run_verify(clean_settings, "connectors", out=io.StringIO()))[0]
+
+    assert chunked.differences == whole.differences
+    assert [d.legacy_id for d in whole.differences if d.kind == "fields differ"] == planted
+    for difference in whole.differences:  # the fields, read again for these ids only
+        if difference.kind == "fields differ":
+            (detail,) = difference.details
+            assert detail.startswith("description: MongoDB ") and 'PostgreSQL "planted"' in detail
+    assert [d.legacy_id for d in whole.differences if d.kind == "missing in PostgreSQL"] == [
+        ids[-1]
+    ]
+    assert (chunked.mongo_count, chunked.postgres_count) == (
+        whole.mongo_count,
+        whole.postgres_count,
+    )
