@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 DETAIL = {"host": "db.internal", "port": 5432, "database": "sales", "username": "etl",
           "password": "hunter2", "sslmode": "require"}  # fmt: skip
 
@@ -27,7 +29,9 @@ async def test_add_connector_stores_the_password_in_plain_text_and_masks_it(api,
     assert "hunter2" not in repr(activity)
 
 
-async def test_connector_names_are_unique_and_the_type_filter_works(api) -> None:
+async def test_connector_names_are_unique_and_the_type_filter_works(api, app) -> None:
+    moments = iter(datetime(2024, 5, 1, 12, 0, second, tzinfo=UTC) for second in range(60))
+    app.state.emulator.clock = lambda: next(moments)  # a before b, never the same millisecond
     await _add(api, "a")
     await _add(api, "b", connector_type="s3", connection_detail={"bucket": "x"})
     duplicate = await api.post(
