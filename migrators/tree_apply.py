@@ -67,6 +67,12 @@ class ChildTable:
     # them row by row within a statement, so names swapped or handed from one row to
     # another in one document would clash half-way; changed rows let go of them first.
     unique_columns: tuple[str, ...] = ()
+    # The column naming the document that owns the row (``workspace_id``). A row another
+    # document owns already is left with it, and the claim reported, never moved: two
+    # workspace documents listing one folder id (dirt) would otherwise hand the folder to
+    # whichever was applied last, and the other's jobs would point at a folder that goes
+    # when its new owner drops it (a foreign key failing the whole batch).
+    owner_column: str | None = None
 
     @property
     def root_sql(self) -> str:
@@ -104,6 +110,22 @@ async def _stage(
         copied = [*columns, "source_version"] if child.versioned else list(columns)
         await conn.copy_records_to_table(stage, records=records, columns=copied)
     return stage, columns
+
+
+async def _drop_claimed(
+    conn: asyncpg.Connection, child: ChildTable, stage: str
+) -> list[tuple[str, str, str]]:
+    """Remove staged rows whose stored row another document owns: (row id, claimant, owner)."""
+    owner, own_id = child.owner_column, child.id_column
+    if owner is None or own_id is None:
+        return []
+    same = " AND ".join(f"s.{c} = t.{c}" for c in child.key)
+    records = await conn.fetch(
+        f"""DELETE FROM {stage} AS s USING {child.table} AS t
+            WHERE {same} AND t.{owner} IS DISTINCT FROM s.{owner}
+            RETURNING s.{own_id} AS id, s.{owner} AS claimant, t.{owner} AS owner"""
+    )
+    return [(str(r["id"]), r["claimant"], r["owner"]) for r in records]
 
 
 async def _upsert(
@@ -163,19 +185,24 @@ async def apply_children(
     roots = sorted(applied)
     kept: dict[str | None, set[str]] = {None: applied}
     written = 0
+    notes: list[tuple[str, Note]] = []
     for child in children_of(spec):
         parents = kept.get(child.parent_table, set())
         mine = [(v, r) for v, r in rows.get(child.table, ()) if r[child.parent_column] in parents]
-        if child.id_column is not None:
-            kept[child.table] = {str(r[child.id_column]) for _, r in mine}
         stage, columns = await _stage(conn, child, mine)
+        claimed = await _drop_claimed(conn, child, stage)
+        for row_id, claimant, owner in claimed:
+            detail = f"{child.id_column} {row_id} is also in {owner}'s document; kept there"
+            notes.append((claimant, Note("tree_id_elsewhere", detail)))
+        if child.id_column is not None:  # what is applied here, for the rows below it
+            refused = {row_id for row_id, _, _ in claimed}
+            kept[child.table] = {str(r[child.id_column]) for _, r in mine} - refused
         # vanished rows first: a new row may take over the name of one that went
         written += await _delete_vanished(conn, child, stage, roots)
         written += await _upsert(conn, child, stage, columns)
-    notes: list[tuple[str, Note]] = []
     check: AfterApply | None = spec.extra.get(AFTER_APPLY)
     if check is not None:
-        notes = await check(conn, roots)
+        notes += await check(conn, roots)
     return written, notes
 
 

@@ -47,6 +47,7 @@ TREE_CHILDREN: tuple[ChildTable, ...] = (
         parent_column="workspace_id",
         id_column="folder_id",
         unique_columns=("folder_name",),
+        owner_column="workspace_id",
     ),
     ChildTable(
         "jobs",
@@ -55,6 +56,7 @@ TREE_CHILDREN: tuple[ChildTable, ...] = (
         id_column="job_id",
         root="t.workspace_id",
         unique_columns=("job_name",),
+        owner_column="workspace_id",
     ),
     ChildTable(
         "workflow_dependencies",

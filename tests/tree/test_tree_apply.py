@@ -185,3 +185,28 @@ async def test_every_disagreement_between_tree_and_workflow_documents_is_reporte
     }
     assert sum(note.kind in tree_kinds for _, note in result.notes) == 6
     assert {workspace for workspace, _ in result.notes} == {document["workspace_id"]}
+
+
+async def test_a_folder_listed_by_two_workspace_documents_stays_with_its_first(pg, ctx):
+    await with_tenant(pg)
+    owner = workspace_doc(2, folders=1, jobs=1, workflows=0)
+    await apply(pg, ctx, [owner])
+    folder = owner["folders"][0]
+    claimant = workspace_doc(1, folders=1, jobs=1, workflows=0)
+    claimant["folders"].append({**folder, "jobs": []})  # dirt: the owner's folder id again
+
+    claimed = await apply(pg, ctx, [claimant])
+
+    assert ("ws_000000000001", "tree_id_elsewhere") in {(i, n.kind) for i, n in claimed.notes}
+    owned = await rows_of(pg, owner["workspace_id"])
+    assert [r["folder_id"] for r in owned["folders"]] == [folder["folder_id"]]
+    assert [r["job_id"] for r in owned["jobs"]] == [folder["jobs"][0]["job_id"]]
+    kept = await rows_of(pg, claimant["workspace_id"])
+    assert folder["folder_id"] not in {r["folder_id"] for r in kept["folders"]}
+    # the claimant lets it go, then the owner does: each apply goes through (it failed the
+    # whole batch on a foreign key when the folder had moved to the claimant)
+    claimant["folders"].pop()
+    assert not (await apply(pg, ctx, [claimant])).quarantined
+    owner["folders"] = []
+    await apply(pg, ctx, [owner])
+    assert (await rows_of(pg, owner["workspace_id"]))["folders"] == []
