@@ -120,12 +120,18 @@ async def _drop_claimed(
     if owner is None or own_id is None:
         return []
     same = " AND ".join(f"s.{c} = t.{c}" for c in child.key)
-    records = await conn.fetch(
+    stored = await conn.fetch(
         f"""DELETE FROM {stage} AS s USING {child.table} AS t
             WHERE {same} AND t.{owner} IS DISTINCT FROM s.{owner}
             RETURNING s.{own_id} AS id, s.{owner} AS claimant, t.{owner} AS owner"""
     )
-    return [(str(r["id"]), r["claimant"], r["owner"]) for r in records]
+    # two documents of one batch listing the same id: the smaller document id keeps it
+    staged = await conn.fetch(
+        f"""DELETE FROM {stage} AS s USING {stage} AS t
+            WHERE {same} AND t.{owner} < s.{owner}
+            RETURNING s.{own_id} AS id, s.{owner} AS claimant, t.{owner} AS owner"""
+    )
+    return [(str(r["id"]), r["claimant"], r["owner"]) for r in [*stored, *staged]]
 
 
 async def _upsert(

@@ -210,3 +210,17 @@ async def test_a_folder_listed_by_two_workspace_documents_stays_with_its_first(p
     owner["folders"] = []
     await apply(pg, ctx, [owner])
     assert (await rows_of(pg, owner["workspace_id"]))["folders"] == []
+
+
+async def test_two_documents_of_one_batch_listing_one_folder_apply(pg, ctx):
+    await with_tenant(pg)
+    owner = workspace_doc(1, folders=1, jobs=1, workflows=0)
+    claimant = workspace_doc(2, folders=0)
+    claimant["folders"] = [{**owner["folders"][0], "jobs": []}]
+
+    result = await apply(pg, ctx, [owner, claimant])  # one batch, one transaction
+
+    assert ("ws_000000000002", "tree_id_elsewhere") in {(i, n.kind) for i, n in result.notes}
+    owned = await rows_of(pg, owner["workspace_id"])
+    assert [r["folder_id"] for r in owned["folders"]] == [owner["folders"][0]["folder_id"]]
+    assert (await rows_of(pg, claimant["workspace_id"]))["folders"] == []
