@@ -112,10 +112,7 @@ def jsonb_text(value: Any) -> str:
     """The text COPY sends for a ``jsonb`` value (jsonb keeps no key order or spacing)."""
     if isinstance(value, JsonText):
         return value.text
-    try:
-        return orjson.dumps(value, default=_refuse, option=_OPTIONS).decode("utf-8")
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"))
+    return dumps_json(value).decode("utf-8")
 
 
 def digest_json(value: Any) -> bytes:
