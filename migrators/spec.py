@@ -27,6 +27,7 @@ __all__ = [
     "Quarantined",
     "Reference",
     "Row",
+    "TenantFrom",
     "UniqueName",
 ]
 
@@ -106,6 +107,27 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class TenantFrom:
+    """Where the tenant of a history document comes from: the row its ``column`` names.
+
+    Legacy gives history entries (``workflow_versions``, ``workflowBkp``) no tenant they
+    can be trusted to carry: a version names its workflow and its snapshot may hold only
+    the fields that changed. The tenant of such a document is that of the row its
+    ``column`` names in ``table`` (``target_column``); when that row is not there, the
+    tenant of the document of ``entity`` kept in the open quarantine, then the tenant the
+    mapping found in the document itself. Only a document none of these name is
+    quarantined, with ``kind`` as the reason. The writer resolves it inside the batch's
+    transaction (``migrators.writer``); the mapping leaves ``subscription_id`` as the
+    document gives it (possibly ``None``)."""
+
+    column: str  # e.g. "workflow_id" in the document's row
+    table: str  # e.g. "workflows"
+    target_column: str  # e.g. "workflow_id"
+    entity: str  # the migration entity of those rows, e.g. "workflows"
+    kind: str  # the quarantine reason when nothing names the tenant, e.g. "unknown_workflow"
+
+
+@dataclass(frozen=True)
 class EntitySpec:
     """One entity of the migration."""
 
@@ -137,6 +159,12 @@ class EntitySpec:
     # workspace tree is one flag entity made of several collections: they are backfilled,
     # synced, verified and gated together.
     flag_entity: str = ""
+    # A history entity whose tenant is its parent's (single-table specs only).
+    tenant_from: TenantFrom | None = None
+
+    def __post_init__(self) -> None:
+        if self.tenant_from is not None and len(self.tables) != 1:
+            raise ValueError(f"entity {self.name!r}: tenant_from needs a single-table spec")
 
     @property
     def routing_entity(self) -> str:

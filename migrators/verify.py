@@ -219,6 +219,10 @@ def _document_of(
     except SecretError as exc:
         unreadable[legacy_id] = str(exc)
         return None
+    except Exception as exc:  # a row the reverse mapping cannot read: a difference, not a crash
+        problem = f"{type(exc).__name__}: {exc}"
+        unreadable[legacy_id] = f"the rows do not map back to a document: {problem}"
+        return None
 
 
 async def _postgres_side(

@@ -10,7 +10,8 @@ explicitly, docs/schema.md):
 3. drop staged rows that are stale: the stored row (or a tombstone of a
    deletion) already has the same or a higher ``source_version``;
 4. quarantine staged rows whose required reference is missing (a user of an
-   unknown subscription cannot satisfy its foreign key);
+   unknown subscription cannot satisfy its foreign key); a history document takes
+   its tenant from its parent (:class:`migrators.spec.TenantFrom`) before staging;
 5. resolve clashes on the spec's unique names (:class:`migrators.spec.UniqueName`);
 6. ``INSERT ... SELECT ... ON CONFLICT (id) DO UPDATE ... WHERE`` the stored
    version is older AND the content differs: a stale, repeated or no-op apply
@@ -30,6 +31,7 @@ strictly higher version.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +42,16 @@ from bson import json_util
 from bson.json_util import RELAXED_JSON_OPTIONS
 
 from migrators.origin import strip_origin
-from migrators.spec import Document, EntitySpec, Mapped, MappingContext, Note, Quarantined, Row
+from migrators.spec import (
+    Document,
+    EntitySpec,
+    Mapped,
+    MappingContext,
+    Note,
+    Quarantined,
+    Row,
+    TenantFrom,
+)
 from migrators.staging import StagedTable, stage_rows
 from migrators.tree_apply import apply_children, children_of, delete_children
 from schema.tenancy import enter_sync
@@ -54,6 +65,7 @@ __all__ = [
     "PreparedBatch",
     "SourceItem",
     "prepare_batch",
+    "quarantined_document",
     "write_batch",
 ]
 
@@ -181,10 +193,27 @@ def preparing(
     return prepared
 
 
+# A quarantined document whose text holds a NUL (which jsonb cannot store) is kept as
+# that text, in a JSON string under this key: exactly the original, escapes and all.
+NUL_TEXT = "$text_with_nul"
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _storable(spec: EntitySpec, document: Document, ctx: MappingContext) -> str:
     """The original as the quarantine keeps it: secrets sealed, relaxed Extended JSON."""
     kept = spec.seal_document(document, ctx) if spec.seal_document else document
-    return json_util.dumps(kept, json_options=RELAXED_JSON_OPTIONS)
+    text = json_util.dumps(kept, json_options=RELAXED_JSON_OPTIONS)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        return json.dumps({NUL_TEXT: text})
+    return text
+
+
+def quarantined_document(stored: Any) -> Document:
+    """A quarantine entry's ``document`` column as the original's relaxed Extended JSON."""
+    value = json.loads(stored) if isinstance(stored, str) else stored
+    if isinstance(value, dict) and set(value) == {NUL_TEXT}:
+        value = json.loads(value[NUL_TEXT])
+    return value if isinstance(value, dict) else {}
 
 
 def _shown(spec: EntitySpec, document: Document) -> Document:
@@ -280,8 +309,11 @@ async def write_batch(
             await enter_sync(conn)
             applied: set[str] = set()
             children = children_of(spec)  # multi-table entities: migrators.tree_apply
+            rows_of, orphans = prepared.rows, list[tuple[str, str, str, Document]]()
+            if spec.tenant_from is not None:
+                rows_of, orphans = await _derive_tenants(conn, spec, spec.tenant_from, prepared)
             for index, table in enumerate(spec.tables):
-                rows = prepared.rows[table]
+                rows = rows_of[table]
                 if not rows or (index > 0 and children):
                     continue
                 staged = await stage_rows(conn, table, rows)
@@ -290,7 +322,7 @@ async def write_batch(
                     applied = staged.applied_ids
                 else:
                     result.written += await staged.upsert(conn, guard_column=None)
-            await _quarantine(conn, spec, prepared.quarantine, ctx, source, result)
+            await _quarantine(conn, spec, [*prepared.quarantine, *orphans], ctx, source, result)
             result.deleted = await _delete(conn, spec, prepared.deletions)
             result.unchanged += len(prepared.deletions) - result.deleted
             result.notes.extend(prepared.notes)
@@ -310,6 +342,52 @@ async def write_batch(
             f"of it was kept: {type(exc).__name__}: {exc}"
         ) from exc
     return result
+
+
+async def _derive_tenants(
+    conn: asyncpg.Connection, spec: EntitySpec, rule: TenantFrom, prepared: PreparedBatch
+) -> tuple[dict[str, list[tuple[int, Row]]], list[tuple[str, str, str, Document]]]:
+    """The batch's rows with each one's tenant taken from its parent (see
+    :class:`migrators.spec.TenantFrom`), and the documents no tenant could be found for.
+
+    New row dicts: the prepared batch is read again when an apply is retried."""
+    table = spec.tables[0]
+    parents = sorted(
+        {row[rule.column] for _, row in prepared.rows[table] if isinstance(row[rule.column], str)}
+    )
+    tenants: dict[str, str] = {}
+    if parents:
+        for record in await conn.fetch(
+            f"""SELECT {rule.target_column} AS parent, subscription_id FROM {rule.table}
+                WHERE {rule.target_column} = ANY($1::text[])""",
+            parents,
+        ):
+            tenants[record["parent"]] = record["subscription_id"]
+        unknown = [p for p in parents if p not in tenants]
+        if unknown:  # the parent's own document is quarantined: it still names its tenant
+            for record in await conn.fetch(
+                """SELECT legacy_id, document FROM migration_quarantine
+                   WHERE entity = $1 AND legacy_id = ANY($2::text[]) AND resolved_at IS NULL""",
+                rule.entity,
+                unknown,
+            ):
+                tenant = quarantined_document(record["document"]).get("subscription_id")
+                if isinstance(tenant, str) and tenant.strip():
+                    tenants[record["legacy_id"]] = tenant
+    kept: list[tuple[int, Row]] = []
+    orphans: list[tuple[str, str, str, Document]] = []
+    for version, row in prepared.rows[table]:
+        tenant = tenants.get(row[rule.column]) or row.get("subscription_id")
+        if tenant is None:
+            legacy_id = row[spec.legacy_id_column]
+            detail = (
+                f"{rule.column} {row[rule.column]!r} matches no {rule.table} row or document, "
+                "and the document names no subscription_id"
+            )
+            orphans.append((legacy_id, rule.kind, detail, prepared.documents[legacy_id]))
+            continue
+        kept.append((version, {**row, "subscription_id": tenant}))
+    return {**prepared.rows, table: kept}, orphans
 
 
 async def _apply_primary(

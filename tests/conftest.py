@@ -18,6 +18,29 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, Phase, Verbosity, settings
+
+# Property tests run on a busy machine (CI shares its two cores with PostgreSQL and the
+# other suites): slowness must never fail the build, only a counterexample may. The
+# ``ci`` profile (the default) has no deadline, no too_slow health check, and derives
+# its examples from each test's name (derandomized: the same examples on every run, so a
+# failure reproduces as it is). ``HYPOTHESIS_PROFILE=explore`` draws new examples each
+# run (random seed, printed with any failure) for hunting bugs locally.
+settings.register_profile(
+    "ci",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+    print_blob=True,
+)
+settings.register_profile(
+    "explore",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=list(Phase),
+    verbosity=Verbosity.normal,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -109,9 +109,12 @@ def read_json(value: Any) -> Any:
 
 
 def write_json(value: Any) -> Any:
-    if isinstance(value, str):  # asyncpg hands jsonb back as text without a codec
-        value = json.loads(value)
-    elif isinstance(value, JsonText):  # a mapped row, not yet stored
+    """A jsonb column's value as the legacy document holds it.
+
+    Rows reach ``to_document`` with jsonb decoded (``migrators.tree_apply.load_rows``), so
+    a ``str`` here is a JSON string value, never JSON text: ``tags`` stored by older
+    backends as ``"finance, pii"`` is that string, not text to parse."""
+    if isinstance(value, JsonText):  # a mapped row, not yet stored
         value = value.value()
     return None if value is None else from_json(value)
 

@@ -5,12 +5,16 @@ document's ``_id`` in the form every migrator stage uses for such documents
 (:func:`history_id`, the same as ``migrators.backfill.legacy_id_of``): an ObjectId's
 hex string, as change events and the sweep name it.
 
-* ``workflow_versions`` -> ``workflow_versions``: the entry's fields; the tenant comes
-  from its snapshot (legacy stores none on the entry). No workflow id, no tenant, or
-  a version number that is no positive integer cannot make a row: quarantined.
+* ``workflow_versions`` -> ``workflow_versions``: the entry's fields. Legacy stores no
+  tenant on the entry, and an older backend's snapshot holds only the fields that
+  changed: the tenant is that of its workflow, found by the writer
+  (:class:`migrators.spec.TenantFrom`); the mapping passes on the snapshot's
+  ``subscription_id`` when it has one, for a workflow that is nowhere else. No workflow
+  id, or a version number that is no positive integer, cannot make a row: quarantined.
 * ``workflowBkp`` -> ``workflow_backups``: a backup is a whole workflow document copied
   before an update, history and not a workflow: one row per copy with the copy kept
-  whole (``snapshot``), its workflow, version and the moment it was taken indexed.
+  whole (``snapshot``), its workflow, version and the moment it was taken indexed. Its
+  tenant is its workflow's too (the copy's own ``subscription_id`` when there is none).
 """
 
 from __future__ import annotations
@@ -83,9 +87,7 @@ def _written(value: Any) -> Any:
 def map_version(document: Document, ctx: MappingContext) -> Mapped | Quarantined:
     version_id = history_id(document)
     snapshot = document.get("workflow_snapshot")
-    subscription_id = _subscription_of(snapshot)
-    if subscription_id is None:
-        return Quarantined("missing_subscription", "the snapshot names no subscription_id")
+    subscription_id = _subscription_of(snapshot)  # None: the writer takes the workflow's
     workflow_id = document.get("workflow_id")
     if not isinstance(workflow_id, str) or not workflow_id.strip():
         return Quarantined("missing_workflow", f"workflow_id is {workflow_id!r}")
@@ -129,9 +131,7 @@ def _backup_key(backup_id: str) -> uuid.UUID:
 
 def map_backup(document: Document, ctx: MappingContext) -> Mapped | Quarantined:
     backup_id = history_id(document)
-    subscription_id = document.get("subscription_id")
-    if not isinstance(subscription_id, str) or not subscription_id.strip():
-        return Quarantined("missing_subscription", f"subscription_id is {subscription_id!r}")
+    subscription_id = _subscription_of(document)  # None: the writer takes the workflow's
     workflow_id = document.get("workflow_id")
     version, _ = read_int(document.get("version"), minimum=1)
     try:

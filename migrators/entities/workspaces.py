@@ -31,7 +31,7 @@ from migrators.entities.tree_workspace import (
     normalize_workspace,
     workspace_document,
 )
-from migrators.spec import EntitySpec, Reference, UniqueName
+from migrators.spec import EntitySpec, Reference, TenantFrom, UniqueName
 from migrators.tree_apply import AFTER_APPLY, CHILDREN, ChildTable
 
 __all__ = ["SPECS", "TREE_CHILDREN"]
@@ -40,6 +40,10 @@ _TENANT = Reference(
     "subscription_id", "subscriptions", "subscription_id", "unknown_subscription", required=True
 )
 _CREATOR = Reference("created_by", "users", "user_id", "dangling_created_by")
+# History documents belong to their workflow's tenant (migrators.spec.TenantFrom).
+_WORKFLOW_TENANT = TenantFrom(
+    "workflow_id", "workflows", "workflow_id", entity="workflows", kind="unknown_workflow"
+)
 
 TREE_CHILDREN: tuple[ChildTable, ...] = (
     ChildTable(
@@ -124,6 +128,7 @@ SPECS = (
         legacy_id_column="version_id",
         normalize=normalize_version,
         references=(_TENANT, _CREATOR),
+        tenant_from=_WORKFLOW_TENANT,
     ),
     EntitySpec(
         name="workflow_backups",
@@ -137,5 +142,6 @@ SPECS = (
         flag_entity="workspaces",
         normalize=normalize_backup,
         references=(_TENANT,),
+        tenant_from=_WORKFLOW_TENANT,
     ),
 )

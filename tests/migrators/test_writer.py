@@ -11,7 +11,13 @@ import pytest
 
 from migrators.registry import default_registry
 from migrators.spec import MappingContext
-from migrators.writer import BatchRejected, FeedPosition, SourceItem, write_batch
+from migrators.writer import (
+    BatchRejected,
+    FeedPosition,
+    SourceItem,
+    quarantined_document,
+    write_batch,
+)
 
 REGISTRY = default_registry()
 ACCOUNTS, USERS, CONNECTORS = (REGISTRY.get(n) for n in ("subscriptions", "users", "connectors"))
@@ -160,3 +166,21 @@ async def test_duplicate_emails_differing_in_case_keep_the_oldest_user(
         "usr_0000000000b1": "Ann@X.io",
         "usr_0000000000b2": "ann@x.io [usr_0000000000b2]",
     }
+
+
+async def test_a_document_holding_a_nul_is_quarantined_whole_not_a_failed_batch(
+    clean_pg: asyncpg.Connection, ctx: MappingContext
+) -> None:
+    """PostgreSQL's text and jsonb cannot hold NUL; the quarantine keeps the original exactly."""
+    await write_batch(clean_pg, ACCOUNTS, [SourceItem(SUB, account(), 10)], ctx=ctx)
+    workflows = REGISTRY.get("workflows")
+    document = {"workflow_id": "wf_0000000000b1", "subscription_id": SUB,
+                "workflow_name": "nul\x00here", "notes": "a \\u0000 that is text"}  # fmt: skip
+    result = await write_batch(
+        clean_pg, workflows, [SourceItem("wf_0000000000b1", document, 10)], ctx=ctx
+    )
+    assert result.quarantined == {"nul_character": 1}
+    stored = await clean_pg.fetchval(
+        "SELECT document FROM migration_quarantine WHERE legacy_id = 'wf_0000000000b1'"
+    )
+    assert quarantined_document(stored) == document

@@ -234,3 +234,44 @@ async def test_history_written_behind_the_proxy_is_found_by_the_sweep(
     assert not await pg.fetchval(
         "SELECT count(*) FROM workflow_backups WHERE backup_id = $1", str(backup["_id"])
     )
+
+
+async def test_a_version_naming_no_tenant_sweeps_as_current_and_applies_once_its_workflow_does(
+    legacy_db, pg, ctx
+):
+    """The tenant a version takes from its workflow is not the mapping's: the sweep must not
+    see it as a difference, yet must re-apply a version quarantined for want of a workflow."""
+    await seed_store(legacy_db, scale="small", dirty=0.0, seed=17)
+    versioned = await legacy_db["workflow_versions"].find_one({})
+    late = await legacy_db["workflow"].find_one({"workflow_id": versioned["workflow_id"]})
+    await legacy_db["workflow"].delete_one({"_id": late["_id"]})
+    async for entry in legacy_db["workflow_versions"].find({}):
+        await legacy_db["workflow_versions"].update_one(
+            {"_id": entry["_id"]}, {"$set": {"workflow_snapshot": {"comment_only": True}}}
+        )
+    await backfill_tree(legacy_db, pg, ctx)
+    versions = default_registry().get("workflow_versions")
+    waiting = await legacy_db["workflow_versions"].count_documents(
+        {"workflow_id": late["workflow_id"]}
+    )
+    quarantined = await pg.fetchval(
+        "SELECT count(*) FROM migration_quarantine WHERE entity = 'workflow_versions' "
+        "AND reason LIKE 'unknown_workflow%' AND resolved_at IS NULL"
+    )
+    assert quarantined == waiting > 0
+    sweeper = Sweeper(
+        versions, legacy_db["workflow_versions"], ctx, buckets=4, buckets_per_round=4,
+        id_column=versions.legacy_id_column,
+    )  # fmt: skip
+    differing = (await sweeper.run_round(pg, 0)).differing_ids
+    # only the versions still waiting for their workflow differ (mapped vs quarantined)
+    assert len(differing) == waiting
+    await legacy_db["workflow"].insert_one(late)
+    # the workflow arrives; re-reading the ids the sweep named applies its versions
+    await backfill_tree(legacy_db, pg, ctx)
+    assert (await sweeper.run_round(pg, 0)).differing_ids == []
+    tenants = await pg.fetch(
+        "SELECT DISTINCT subscription_id FROM workflow_versions WHERE workflow_id = $1",
+        late["workflow_id"],
+    )
+    assert [r[0] for r in tenants] == [late["subscription_id"]]
