@@ -1,4 +1,4 @@
-"""``strangler legacy serve|seed|load``: run the stand-in legacy backend and fill its store.
+"""``strangler legacy serve|seed|load|indexes``: run the stand-in legacy backend and fill its store.
 
 The store is the one ``MONGO_URL`` names. With ``memory://`` it lives only in
 the process that opened it, which is why ``serve --with-data`` fills it in the
@@ -88,6 +88,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--replace", action="store_true", help="drop the collections it loads first if they exist"
     )
     load.set_defaults(handler=_load)
+
+    from legacy_emulator.cli_indexes import register_indexes
+
+    register_indexes(commands)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
