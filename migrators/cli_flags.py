@@ -31,6 +31,7 @@ from migrators.flags import (
     wait_for_table_hash,
     write_rules_atomically,
 )
+from migrators.flags_plan import WholePlan, plan_all_new
 from migrators.registry import UnknownEntity, default_registry
 from migrators.reverse import pending_count
 from migrators.stores import legacy_database
@@ -338,7 +339,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ("set", "change an entity's mode: gates, then the (fenced) switch, then the log"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("entity", metavar="ENTITY", help="e.g. connectors")
+        p.add_argument(
+            "entity",
+            metavar="ENTITY",
+            help="e.g. connectors" + ("; 'all new' plans every entity" if name == "plan" else ""),
+        )
         p.add_argument("mode", metavar="MODE", help="legacy | shadow | canary | new")
         p.add_argument("percent", metavar="PERCENT", nargs="?", type=float, help="canary only")
         p.add_argument("--rules", default="routing_rules.yaml", help="the flag table file")
@@ -346,6 +351,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p.add_argument("--min-samples", type=int, default=30, help="into canary: compared (30)")
         p.add_argument("--max-regression-rate", type=float, default=0.01, help="into canary (0.01)")
         p.add_argument("--window-hours", type=float, default=24.0, help="shadow report window (24)")
+        if name == "plan":
+            p.add_argument(
+                "--canary",
+                default="50",
+                metavar="PERCENTS",
+                help="with 'all new': the canary steps of each entity's path (default 50)",
+            )
         if name == "set":
             p.add_argument("--force", action="store_true", help="apply even if gates fail")
             p.add_argument("--who", help="who makes the change (default: the OS user)")
@@ -369,7 +381,33 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_plan_all(settings: Settings, args: argparse.Namespace) -> WholePlan:
+    """``flags plan all new``: every entity's path into new, in reference order."""
+    if args.mode != "new" or args.percent is not None:
+        raise DataError("'all' plans every entity into new: use 'strangler flags plan all new'")
+    try:
+        percents = [float(p) for p in args.canary.split(",") if p.strip()]
+    except ValueError as exc:
+        raise DataError(f"--canary {args.canary!r}: give percents like 10,50") from exc
+    conn = await connect(settings.database_url)
+    try:
+        return await plan_all_new(
+            read_flags(args.rules),
+            default_registry(),
+            LiveProbes(conn, settings, args.rules),
+            _config(args),
+            canary_percents=percents,
+        )
+    finally:
+        await conn.close()
+
+
 def _plan(args: argparse.Namespace) -> int:
+    if args.entity == "all":
+        plan = run_async(run_plan_all(load_settings(), args))
+        for line in plan.lines():
+            print(line)
+        return 0 if not plan.failed else 1
     change, gates = run_async(run_plan(load_settings(), args))
     for line in _gate_lines(change, gates):
         print(line)
