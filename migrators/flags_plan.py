@@ -111,10 +111,10 @@ class WholePlan:
                                  f"{gate.detail}")  # fmt: skip
         failed = self.failed
         steps = sum(len(p.steps) for p in self.entities)
-        gates = sum(len(g) for p in self.entities for _, g in p.steps)
+        evaluated = sum(len(g) for p in self.entities for _, g in p.steps)
         lines.append("")
         lines.append(
-            f"{steps} step(s), {gates} gate(s) evaluated, {len(failed)} failing"
+            f"{steps} step(s), {evaluated} gate(s) evaluated, {len(failed)} failing"
             + ("" if not failed else ": " + "; ".join(
                 f"{c.describe()} {g.name}" for c, g in failed[:10]))
         )  # fmt: skip
