@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from strangler.config import redact_url
 from strangler.errors import ConfigError, ServiceUnavailable
 
-__all__ = ["Collection", "Cursor", "Database", "open_database"]
+__all__ = ["Collection", "Cursor", "Database", "open_database", "patch_memory_store"]
 
 Document = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -176,6 +176,12 @@ def _patch_memory_reads() -> None:
     setattr(mock_collection, "_copy_field", copy_field)  # noqa: B010
     setattr(mock_collection.Collection, "_iter_documents", iter_documents)  # noqa: B010
     setattr(mock_collection.Collection, "_get_dataset", get_dataset)  # noqa: B010
+
+
+def patch_memory_store() -> None:
+    """Apply the in-process store's fixes to mongomock (once), for any user of mongomock:
+    the ``memory://`` store, and the wire-protocol test server's engine."""
+    _patch_memory_cursor()
 
 
 def open_database(url: str, default_name: str = "uzo") -> Database:

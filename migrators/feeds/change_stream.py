@@ -45,13 +45,16 @@ __all__ = [
     "FEED_NAME",
     "ChangeStreamCursor",
     "ChangeStreamFeed",
+    "ChangeStreamHistoryLost",
     "ChangeStreamInvalidated",
     "ChangeStreamSource",
     "MongoChangeStreamSource",
     "event_from_change",
+    "is_history_lost",
 ]
 
 FEED_NAME = "change-stream"
+HISTORY_LOST = 286  # MongoDB's ChangeStreamHistoryLost
 # How often an idle stream stores how far it has read, so a restart need not start over.
 IDLE_POSITION_SECONDS = 5.0
 _DATA_OPERATIONS = frozenset({"insert", "update", "replace", "delete"})
@@ -67,6 +70,25 @@ class ChangeStreamInvalidated(PermanentError):
             f"the change stream on {collection!r} ended with a {operation!r} event; "
             f"run 'strangler backfill' for it again, then restart the sync"
         )
+
+
+class ChangeStreamHistoryLost(PermanentError):
+    """The stored resume token is no longer in the server's change history (MongoDB error
+    286, ChangeStreamHistoryLost: the oplog rolled over past it)."""
+
+    def __init__(self, token: Mapping[str, Any] | None, detail: str = "") -> None:
+        self.token = dict(token or {})
+        super().__init__(
+            f"resume token {self.token!r} is no longer in the change history"
+            + (f" ({detail})" if detail else "")
+            + "; run 'strangler backfill' again, then restart the sync"
+        )
+
+
+def is_history_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the change history after a token is gone: the feed's own error,
+    or the driver's (PyMongo's ``OperationFailure`` with code 286)."""
+    return isinstance(exc, ChangeStreamHistoryLost) or getattr(exc, "code", None) == HISTORY_LOST
 
 
 class ChangeStreamCursor(Protocol):
@@ -103,6 +125,8 @@ class MongoChangeStreamSource:
                 max_await_time_ms=self._max_await_ms,
             )
         except PyMongoError as exc:
+            if is_history_lost(exc):
+                raise ChangeStreamHistoryLost(resume_after, str(exc)) from exc
             raise ServiceUnavailable("MONGO_URL", "the change stream", str(exc)) from exc
         return stream
 

@@ -26,22 +26,12 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
-from strangler.errors import PermanentError
+from migrators.feeds.change_stream import ChangeStreamHistoryLost
 from strangler.mongo import Collection
 
 __all__ = ["ChangeStreamHistoryLost", "EventLog", "EventLogCursor"]
 
 Clock = Callable[[], float]
-
-
-class ChangeStreamHistoryLost(PermanentError):
-    """The stored resume token is no longer in the log (MongoDB error 286)."""
-
-    def __init__(self, token: Mapping[str, Any]) -> None:
-        super().__init__(
-            f"resume token {dict(token)!r} is no longer in the change history; "
-            "run 'strangler backfill' again, then restart the sync"
-        )
 
 
 def _token(sequence: int) -> dict[str, str]:

@@ -31,11 +31,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
-from bson import json_util
 
-from migrators.backfill import legacy_id_filter, legacy_id_of
 from migrators.feeds import FeedBatch, FeedEvent, ObservationClock
-from migrators.feeds.sweep import Sweeper
+from migrators.feeds.sweep import Sweeper, read_documents
 from migrators.spec import Document, EntitySpec
 from migrators.touched import TouchedEntry, TouchedReader
 from strangler.mongo import Collection
@@ -43,9 +41,6 @@ from strangler.mongo import Collection
 __all__ = ["FEED_NAME", "PollingFeed"]
 
 FEED_NAME = "polling"
-_READ_CHUNK = 500
-# How migrators.backfill.legacy_id_of names a document that has no legacy id of its own.
-STAND_IN_PREFIX = "_id:"
 
 Clock = Callable[[], float]
 
@@ -108,19 +103,7 @@ class PollingFeed:
         self._next_sweep_at = time.monotonic() + self._sweep_interval
 
     async def _read(self, ids: list[str]) -> dict[str, Document]:
-        """The documents of ``ids`` (legacy ids as backfill names them) that still exist."""
-        found: dict[str, Document] = {}
-        stand_ins = [i for i in ids if i.startswith(STAND_IN_PREFIX)]
-        named = [i for i in ids if not i.startswith(STAND_IN_PREFIX)]
-        queries = [legacy_id_filter(self._spec, named[s : s + _READ_CHUNK])
-                   for s in range(0, len(named), _READ_CHUNK)]  # fmt: skip
-        if stand_ins:  # documents without a usable legacy id, found by their _id
-            keys = [json_util.loads(i[len(STAND_IN_PREFIX) :]) for i in stand_ins]
-            queries.append({"_id": {"$in": keys}})
-        for query in queries:
-            async for document in self._collection.find(query):
-                found[legacy_id_of(self._spec, document)] = document
-        return found
+        return await read_documents(self._spec, self._collection, ids)
 
     async def next_batch(self, max_events: int) -> FeedBatch | None:
         # A new leader first makes one full pass at once (rounds back to back): whatever

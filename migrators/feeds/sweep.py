@@ -39,8 +39,9 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from bson import json_util
 
-from migrators.backfill import legacy_id_of
+from migrators.backfill import legacy_id_filter, legacy_id_of
 from migrators.origin import strip_origin
 from migrators.spec import Document, EntitySpec, Mapped, MappingContext
 from schema.tenancy import enter_sync
@@ -54,9 +55,14 @@ __all__ = [
     "bucket_of",
     "canonical_digest",
     "combine",
+    "full_pass",
     "pass_seconds",
+    "read_documents",
 ]
 
+_READ_CHUNK = 500
+# How migrators.backfill.legacy_id_of names a document that has no legacy id of its own.
+STAND_IN_PREFIX = "_id:"
 BOOKKEEPING_COLUMNS = frozenset({"source_version", "synced_at"})
 QUARANTINED = "quarantined"
 RENAMED = "$renamed"
@@ -273,3 +279,32 @@ class Sweeper:
                 if left_map.get(legacy_id, ABSENT) != right_map.get(legacy_id, ABSENT):
                     result.differing_ids.append(legacy_id)
         return result
+
+
+async def read_documents(
+    spec: EntitySpec, collection: Collection, ids: Sequence[str]
+) -> dict[str, Document]:
+    """The documents of ``ids`` (legacy ids as backfill names them) that still exist: what
+    a feed reads again for the ids the sweep (or a touched-ids entry) named."""
+    found: dict[str, Document] = {}
+    stand_ins = [i for i in ids if i.startswith(STAND_IN_PREFIX)]
+    named = [i for i in ids if not i.startswith(STAND_IN_PREFIX)]
+    queries = [legacy_id_filter(spec, named[s : s + _READ_CHUNK])
+               for s in range(0, len(named), _READ_CHUNK)]  # fmt: skip
+    if stand_ins:  # documents without a usable legacy id, found by their _id
+        keys = [json_util.loads(i[len(STAND_IN_PREFIX) :]) for i in stand_ins]
+        queries.append({"_id": {"$in": keys}})
+    for query in queries:
+        async for document in collection.find(query):
+            found[legacy_id_of(spec, document)] = document
+    return found
+
+
+async def full_pass(sweeper: Sweeper, conn: asyncpg.Connection) -> tuple[int, list[str]]:
+    """Every bucket compared once: (documents compared, the ids that differ)."""
+    compared, differing = 0, []
+    for start in range(0, sweeper.buckets, sweeper.buckets_per_round):
+        result = await sweeper.run_round(conn, start)
+        compared += result.compared
+        differing.extend(result.differing_ids)
+    return compared, list(dict.fromkeys(differing))
