@@ -1,4 +1,4 @@
-"""``strangler legacy serve|seed|load|indexes``: run the stand-in legacy backend and fill its store.
+"""``strangler legacy serve|seed|load|indexes|mongod``: the stand-in legacy backend and its store.
 
 The store is the one ``MONGO_URL`` names. With ``memory://`` it lives only in
 the process that opened it, which is why ``serve --with-data`` fills it in the
@@ -92,6 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     from legacy_emulator.cli_indexes import register_indexes
 
     register_indexes(commands)
+
+    from legacy_emulator.cli_mongod import register_mongod
+
+    register_mongod(commands)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
