@@ -12,7 +12,11 @@ import redis.asyncio as aioredis
 
 from migrators.crypto import SecretBox
 from migrators.feeds import Feed, FeedBatch
-from migrators.feeds.change_stream import ChangeStreamFeed, MongoChangeStreamSource
+from migrators.feeds.change_stream import (
+    ChangeStreamFeed,
+    HistoryRecovery,
+    MongoChangeStreamSource,
+)
 from migrators.feeds.metrics import SyncMetrics, serve_metrics
 from migrators.feeds.polling import PollingFeed
 from migrators.feeds.sweep import Sweeper, pass_seconds
@@ -49,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         choices=FEEDS,
         default="polling",
         help="polling: touched ids from the proxy plus the anti-entropy sweep, for a standalone "
-        "mongod (default); change-stream: MongoDB change streams (replica sets)",
+        "mongod (default); change-stream: MongoDB change streams (replica sets; a token past the "
+        "server's history is recovered from by one full sweep pass, then a new stream)",
     )
     parser.add_argument(
         "--once",
@@ -64,7 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument(
         "--sweep-interval", type=float, default=5.0, help="seconds between sweep rounds"
     )
-    parser.add_argument("--buckets", type=int, default=64, help="sweep buckets (all of them)")
+    parser.add_argument(
+        "--buckets",
+        type=int,
+        default=64,
+        help="sweep buckets (all of them; also the change-stream feed's recovery sweep)",
+    )
     parser.add_argument(
         "--buckets-per-round", type=int, default=16, help="sweep buckets compared per round"
     )
@@ -79,16 +89,9 @@ def _feed_factory(
     box: SecretBox,
 ) -> Any:
     collection = db[spec.collection]
-    if args.feed == "change-stream":
 
-        def change_stream(_conn: Any) -> Feed:
-            return ChangeStreamFeed(spec, MongoChangeStreamSource(collection))
-
-        return change_stream
-    assert redis is not None
-
-    def polling(conn: Any) -> Feed:
-        sweeper = Sweeper(
+    def sweeper() -> Sweeper:
+        return Sweeper(
             spec,
             collection,
             box.context(),
@@ -96,11 +99,23 @@ def _feed_factory(
             buckets_per_round=args.buckets_per_round,
             id_column=spec.legacy_id_column or spec.id_field,
         )
+
+    if args.feed == "change-stream":
+
+        def change_stream(conn: Any) -> Feed:
+            # A token past the server's history is recovered from by a full sweep pass.
+            recovery = HistoryRecovery(spec, collection, sweeper(), conn)
+            return ChangeStreamFeed(spec, MongoChangeStreamSource(collection), recovery=recovery)
+
+        return change_stream
+    assert redis is not None
+
+    def polling(conn: Any) -> Feed:
         return PollingFeed(
             spec,
             collection,
             TouchedReader(redis, spec.name),
-            sweeper,
+            sweeper(),
             conn,
             sweep_interval=args.sweep_interval,
         )

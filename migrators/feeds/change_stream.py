@@ -26,7 +26,10 @@ when the event is read, or null when it is gone), ``updateDescription``,
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -37,9 +40,11 @@ from bson.timestamp import Timestamp
 
 from migrators.backfill import legacy_id_of
 from migrators.feeds import FeedBatch, FeedEvent, version_from_timestamp
+from migrators.feeds.sweep import Sweeper, full_pass, read_documents
 from migrators.origin import is_reverse_sync_change
-from migrators.spec import EntitySpec
+from migrators.spec import Document, EntitySpec
 from strangler.errors import PermanentError, ServiceUnavailable
+from strangler.mongo import Collection
 
 __all__ = [
     "FEED_NAME",
@@ -48,10 +53,13 @@ __all__ = [
     "ChangeStreamHistoryLost",
     "ChangeStreamInvalidated",
     "ChangeStreamSource",
+    "HistoryRecovery",
     "MongoChangeStreamSource",
     "event_from_change",
     "is_history_lost",
 ]
+
+log = logging.getLogger("migrators.sync")
 
 FEED_NAME = "change-stream"
 HISTORY_LOST = 286  # MongoDB's ChangeStreamHistoryLost
@@ -131,6 +139,25 @@ class MongoChangeStreamSource:
         return stream
 
 
+class HistoryRecovery:
+    """What the feed needs to recover from a lost history: a full sweep pass of one entity
+    (documents against rows) and a read of the documents that differ."""
+
+    def __init__(
+        self, spec: EntitySpec, collection: Collection, sweeper: Sweeper, conn: Any
+    ) -> None:
+        self._spec = spec
+        self._collection = collection
+        self._sweeper = sweeper
+        self._conn = conn
+
+    async def sweep(self) -> tuple[int, list[str], dict[str, Document]]:
+        """(documents compared, ids that differ, the documents of those still there)."""
+        compared, differing = await full_pass(self._sweeper, self._conn)
+        documents = await read_documents(self._spec, self._collection, differing)
+        return compared, differing, documents
+
+
 def _epoch_seconds(value: Any) -> float | None:
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -195,21 +222,99 @@ class ChangeStreamFeed:
     name = FEED_NAME
 
     def __init__(
-        self, spec: EntitySpec, source: ChangeStreamSource, *, batch_window: float = 0.1
+        self,
+        spec: EntitySpec,
+        source: ChangeStreamSource,
+        *,
+        batch_window: float = 0.1,
+        recovery: HistoryRecovery | None = None,
     ) -> None:
         self._spec = spec
         self._source = source
         # A batch closes this long after its first event even if events keep coming, so a
         # steady trickle cannot hold events back until max_events have gathered.
         self._batch_window = batch_window
+        # Without it, a lost history stops the worker (ChangeStreamHistoryLost).
+        self._recovery = recovery
         self._cursor: ChangeStreamCursor | None = None
         self._token: Mapping[str, Any] | None = None
         self._token_stored_at = 0.0
+        # What a recovery found, given out before the new stream's events (None: nothing
+        # pending; an empty list still stores the new stream's position).
+        self._swept: list[FeedEvent] | None = None
+        self._swept_position: dict[str, Any] = {}
+        self._lost_token: Any = None
 
     async def open(self, position: Mapping[str, Any] | None) -> None:
         self._token = (position or {}).get("resume_token")
         self._token_stored_at = 0.0  # store the starting point at once when there was none
-        self._cursor = await self._source.open(self._token)
+        self._swept = None
+        try:
+            self._cursor = await self._source.open(self._token)
+        except Exception as exc:
+            if not is_history_lost(exc):
+                raise
+            await self._recover(exc)
+
+    async def _recover(self, exc: BaseException) -> None:
+        """The history after the stored token is gone: sweep the gap, go on with a new stream.
+
+        1. Wait for the next whole second ``S`` of the clock, then open a new stream from
+           "now": every write from then on comes through it, with a version above
+           ``(S, 0)``.
+        2. A full sweep pass compares every document with its rows; each id that differs is
+           read again and given out with version ``(S, 0)`` (absent: a delete). A write the
+           lost history held happened before ``S``, so the document read carries it; one
+           made after the new stream opened has a higher version and wins.
+        3. Every batch of swept events but the last keeps the old token: a crash part way
+           through starts the recovery again. The last stores the new stream's token.
+        """
+        if self._recovery is None:
+            if isinstance(exc, ChangeStreamHistoryLost):
+                raise exc
+            raise ChangeStreamHistoryLost(self._token, str(exc)) from exc
+        lost_at = dict(self._token or {})
+        self._lost_token = _json_safe(lost_at)
+        if self._cursor is not None:
+            cursor, self._cursor = self._cursor, None
+            await cursor.close()
+        second = math.floor(time.time()) + 1
+        await asyncio.sleep(max(0.0, second - time.time()))
+        self._cursor = await self._source.open(None)
+        compared, differing, documents = await self._recovery.sweep()
+        version = version_from_timestamp(second, 0)
+        self._swept = [
+            FeedEvent(
+                legacy_id=legacy_id,
+                document=documents.get(legacy_id),
+                version=version,
+                occurred_at=None,
+                raw={"feed": FEED_NAME, "reason": "history-lost sweep"},
+            )
+            for legacy_id in differing
+        ]
+        token = self._cursor.resume_token
+        # With no token yet from the new stream, the old one stays until its first event.
+        self._swept_position = {"resume_token": _json_safe(token if token else self._token)}
+        if token:
+            self._token, self._token_stored_at = token, time.monotonic()
+        log.warning(
+            "%s sync: change history lost at token %s; swept %d documents, %d differed, "
+            "resumed on a new stream",
+            self._spec.name,
+            json.dumps(self._lost_token),
+            compared,
+            len(differing),
+        )
+
+    def _swept_batch(self, max_events: int) -> FeedBatch:
+        assert self._swept is not None
+        events, rest = self._swept[:max_events], self._swept[max_events:]
+        if rest:  # not the last: the lost token stays, so a crash recovers again
+            self._swept = rest
+            return FeedBatch(events=events, position={"resume_token": self._lost_token})
+        self._swept = None
+        return FeedBatch(events=events, position=self._swept_position)
 
     def _idle_batch(self) -> FeedBatch | None:
         """An empty batch that stores how far an idle stream has read, now and then."""
@@ -226,12 +331,21 @@ class ChangeStreamFeed:
     async def next_batch(self, max_events: int) -> FeedBatch | None:
         if self._cursor is None:
             raise RuntimeError("ChangeStreamFeed.next_batch before open")
+        if self._swept is not None:
+            return self._swept_batch(max_events)
         events: list[FeedEvent] = []
         last_token: Mapping[str, Any] | None = None
         caught_up = False
         closes_at = float("inf")
         while len(events) < max_events and time.monotonic() < closes_at:
-            change = await self._cursor.try_next()
+            try:
+                change = await self._cursor.try_next()
+            except Exception as exc:
+                if not is_history_lost(exc):
+                    raise
+                # What this batch gathered is not lost: the sweep reads those documents.
+                await self._recover(exc)
+                return self._swept_batch(max_events)
             if change is None:
                 caught_up = True
                 break

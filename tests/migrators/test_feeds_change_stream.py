@@ -24,11 +24,13 @@ from migrators.feeds import version_from_timestamp
 from migrators.feeds.change_stream import (
     ChangeStreamFeed,
     ChangeStreamInvalidated,
+    HistoryRecovery,
     MongoChangeStreamSource,
     event_from_change,
 )
 from migrators.feeds.event_log import ChangeStreamHistoryLost, EventLog
 from migrators.feeds.metrics import SyncMetrics
+from migrators.feeds.sweep import Sweeper
 from migrators.origin import ORIGIN_FIELD, origin_marker
 from migrators.spec import MappingContext
 from migrators.sync import SyncOptions, SyncWorker
@@ -207,6 +209,69 @@ async def test_replayed_old_events_never_move_a_row_backwards(
     assert again["description"] == "revision 2"
     assert again["source_version"] == newest["source_version"]
     assert again["synced_at"] == newest["synced_at"]  # not even rewritten
+
+
+def _recovering_worker(url: str, log: EventLog, ctx: MappingContext) -> SyncWorker:
+    def feed(conn: asyncpg.Connection) -> ChangeStreamFeed:
+        sweeper = Sweeper(CONNECTORS, log.collection, ctx, buckets=8, buckets_per_round=4,
+                          id_column="connector_id")  # fmt: skip
+        recovery = HistoryRecovery(CONNECTORS, log.collection, sweeper, conn)
+        return ChangeStreamFeed(CONNECTORS, log, recovery=recovery)
+
+    return SyncWorker(
+        CONNECTORS, feed, url, ctx, options=SyncOptions(batch_size=7, standby_poll_seconds=0.05)
+    )
+
+
+async def test_lost_history_is_swept_and_a_new_stream_goes_on(
+    legacy_db: Database,
+    pg: asyncpg.Connection,
+    migrated_database_url: str,
+    ctx: MappingContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await seed_tenants(pg)
+    collection = legacy_db["connectors"]
+    log = EventLog(collection, id_field="connector_id")
+    await _worker(migrated_database_url, log, ctx).run(once=True)  # stores where it starts
+    for n in range(20):
+        await log.insert(connector_doc(n))
+    await _worker(migrated_database_url, log, ctx).run(once=True)
+    # While the sync is away, writes it never hears of (the server's history of them rolls
+    # over): an insert, an edit, a delete.
+    await collection.insert_one(connector_doc(40))
+    await collection.update_one(
+        {"connector_id": connector_id(3)}, {"$set": {"description": "edited away"}}
+    )
+    await collection.delete_one({"connector_id": connector_id(5)})
+    rolled_over = EventLog(collection, id_field="connector_id")  # the old token is gone
+
+    # Without a way to sweep, the worker stops and says to backfill again.
+    with pytest.raises(ChangeStreamHistoryLost, match="strangler backfill"):
+        await _worker(migrated_database_url, rolled_over, ctx).run(once=True)
+
+    with caplog.at_level("WARNING", logger="migrators.sync"):
+        await _recovering_worker(migrated_database_url, rolled_over, ctx).run(once=True)
+    assert await differences(pg, collection, ctx) == []
+    rows = await stored_rows(pg)
+    assert rows[connector_id(3)]["description"] == "edited away"
+    assert connector_id(5) not in rows and connector_id(40) in rows
+    said = [r.getMessage() for r in caplog.records if "change history lost" in r.getMessage()]
+    assert len(said) == 1
+    assert "swept 20 documents, 3 differed, resumed on a new stream" in said[0]
+    # The new stream's position is stored: writes after it come through it, no new sweep.
+    stored = json.loads(
+        await pg.fetchval(
+            "SELECT position FROM migration_feed_positions WHERE entity = 'connectors'"
+        )
+    )
+    assert stored == {"resume_token": {"_data": "82" + "0" * 16}}
+    await rolled_over.update(connector_id(7), {"description": "after recovery"})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="migrators.sync"):
+        await _recovering_worker(migrated_database_url, rolled_over, ctx).run(once=True)
+    assert (await stored_rows(pg))[connector_id(7)]["description"] == "after recovery"
+    assert not [r for r in caplog.records if "change history lost" in r.getMessage()]
 
 
 async def test_reverse_sync_echoes_are_not_applied_and_make_no_outbox_rows(
