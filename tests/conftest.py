@@ -165,3 +165,23 @@ def scratch_databases() -> ScratchDatabases:
     return ScratchDatabases(
         PG_ADMIN_URL, create_scratch_database, drop_scratch_database, _migrated_scratch_database
     )
+
+
+@pytest.fixture(scope="session")
+def wire_mongod() -> Iterator[str]:
+    """``strangler legacy mongod`` in this process (port 0), shared by the session:
+    ``mongodb://127.0.0.1:PORT``. Tests name a database of their own (:func:`wire_mongo_url`)."""
+    from legacy_emulator.wire import CommandEngine, WireServer
+
+    server = WireServer(CommandEngine())
+    server.run()
+    try:
+        yield f"mongodb://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def wire_mongo_url(wire_mongod: str) -> str:
+    """A fresh database on the session's wire-protocol test server, reached through PyMongo."""
+    return f"{wire_mongod}/t{secrets.token_hex(6)}"

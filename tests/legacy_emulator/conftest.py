@@ -65,12 +65,20 @@ class Api:
         return body["data"]
 
 
-@pytest.fixture
-async def db() -> AsyncIterator[Database]:
-    store = open_database(f"memory://legacy-test-{uuid.uuid4().hex}")
+@pytest.fixture(params=["memory", "mongod"])
+async def db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """The emulator's store: the in-process one, and the same API through PyMongo's real
+    client against ``strangler legacy mongod`` (the wire-protocol test server)."""
+    over_wire = request.param == "mongod"
+    if over_wire:
+        store = open_database(request.getfixturevalue("wire_mongo_url"))
+    else:
+        store = open_database(f"memory://legacy-test-{uuid.uuid4().hex}")
     yield store
     for name in await store.list_collection_names():
         await store[name].drop()
+    if over_wire:
+        await store.client.close()
 
 
 @pytest.fixture
