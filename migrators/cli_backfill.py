@@ -9,7 +9,7 @@ from typing import TextIO
 from migrators.backfill import DEFAULT_BATCH_SIZE, BackfillSummary, backfill_entity
 from migrators.crypto import SecretBox
 from migrators.registry import default_registry
-from migrators.stores import legacy_database, postgres
+from migrators.stores import legacy_store, postgres
 from strangler.cli import run_async
 from strangler.config import Settings, load_settings
 from strangler.errors import DataError
@@ -44,13 +44,12 @@ async def run_backfill(
         raise DataError(f"--batch-size must be a positive integer, got {batch_size}")
     specs = default_registry().select(entity)
     box = SecretBox(settings.connector_keys)
-    db = await legacy_database(settings)
 
     def say(line: str) -> None:
         print(line, file=out or sys.stdout, flush=True)
 
     summaries = []
-    async with postgres(settings) as conn:
+    async with legacy_store(settings) as db, postgres(settings) as conn:
         for spec in specs:
             summary = await backfill_entity(
                 db, conn, spec, box.context(), batch_size=batch_size, progress=say

@@ -9,7 +9,7 @@ from typing import Any
 from migrators.crypto import SecretBox
 from migrators.dlq import list_dead_letters, replay_dead_letters
 from migrators.registry import default_registry
-from migrators.stores import legacy_database, postgres
+from migrators.stores import legacy_store, postgres
 from strangler.cli import run_async
 from strangler.config import Settings, load_settings
 from strangler.errors import DataError
@@ -81,8 +81,7 @@ async def run_replay(
         registry.get(entity)
     specs = {spec.name: spec for spec in registry}
     box = SecretBox(settings.connector_keys)
-    db = await legacy_database(settings)
-    async with postgres(settings) as conn:
+    async with legacy_store(settings) as db, postgres(settings) as conn:
         letters = await list_dead_letters(conn, entity=entity, ids=ids)
         if ids and len(letters) < len(set(ids)):
             missing = sorted(set(ids) - {letter.id for letter in letters})

@@ -34,7 +34,7 @@ from migrators.flags import (
 from migrators.flags_plan import WholePlan, plan_all_new
 from migrators.registry import UnknownEntity, default_registry
 from migrators.reverse import pending_count
-from migrators.stores import legacy_database
+from migrators.stores import legacy_store
 from migrators.sync_status import sync_status
 from migrators.touched import CONSUMER_GROUP, stream_key
 from migrators.verify import verify_entity
@@ -120,11 +120,12 @@ class LiveProbes:
             group = self._registry.select(entity)
         except UnknownEntity:
             return False, f"{entity} has no mapping: it cannot be verified"
-        db = await legacy_database(self._settings)
         context = SecretBox(self._settings.connector_keys).context()
-        reports = [
-            await verify_entity(db, self._conn, spec, context, min_age=min_age) for spec in group
-        ]
+        async with legacy_store(self._settings) as db:
+            reports = [
+                await verify_entity(db, self._conn, spec, context, min_age=min_age)
+                for spec in group
+            ]
         unclean = [report for report in reports if not report.clean]
         return not unclean, "; ".join(report.lines()[0] for report in (unclean or reports))
 

@@ -14,6 +14,7 @@ from migrators.stores import legacy_database
 from strangler.cli import run_async
 from strangler.config import Settings, load_settings, redact_url
 from strangler.errors import DataError, ServiceUnavailable
+from strangler.mongo import close_database
 
 __all__ = ["register", "run_reverse_sync"]
 
@@ -79,6 +80,7 @@ async def run_reverse_sync(settings: Settings, args: argparse.Namespace) -> list
             await asyncio.sleep(args.interval)
     finally:
         await pool.close()
+        await close_database(db)
     for total in totals.values():
         print(
             f"{total.entity}: {total.applied} outbox row(s) applied, {total.failed} failed, "

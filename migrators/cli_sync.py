@@ -29,7 +29,7 @@ from proxy.consistency import ConsistencyStore
 from strangler.cli import run_async
 from strangler.config import Settings, load_settings
 from strangler.errors import ConfigError, DataError
-from strangler.mongo import Database
+from strangler.mongo import Database, close_database
 
 __all__ = ["register", "run_sync"]
 
@@ -196,6 +196,7 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> list[SyncWor
             await asyncio.gather(*(worker.run() for worker in workers))
     finally:
         await redis.aclose()
+        await close_database(db)
     for worker in workers:
         print(
             f"{worker.spec.name}: {worker.events_applied} events applied, "

@@ -8,7 +8,7 @@ from typing import TextIO
 
 from migrators.crypto import SecretBox
 from migrators.registry import default_registry
-from migrators.stores import legacy_database, postgres
+from migrators.stores import legacy_store, postgres
 from migrators.verify import DEFAULT_BUCKETS, VerifyReport, verify_entity
 from strangler.cli import run_async
 from strangler.config import Settings, load_settings
@@ -56,9 +56,8 @@ async def run_verify(
         raise DataError("--min-age must not be negative and --buckets must be positive")
     specs = default_registry().select(entity)
     ctx = SecretBox(settings.connector_keys).context()
-    db = await legacy_database(settings)
     reports = []
-    async with postgres(settings) as conn:
+    async with legacy_store(settings) as db, postgres(settings) as conn:
         for spec in specs:
             report = await verify_entity(
                 db, conn, spec, ctx, min_age=min_age, repair=repair, buckets=buckets

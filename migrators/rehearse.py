@@ -28,8 +28,9 @@ from migrators.registry import SpecRegistry, default_registry
 from migrators.verify import VerifyReport, verify_entity
 from schema.connect import connect
 from schema.runner import upgrade
-from strangler.config import ConnectorKeys
-from strangler.mongo import open_database
+from strangler.config import ConnectorKeys, redact_url
+from strangler.errors import ConfigError
+from strangler.mongo import Database, close_database, open_database, ping
 
 __all__ = ["CollectionAccount", "RehearsalReport", "rehearse"]
 
@@ -165,6 +166,25 @@ class CollectionAccount:
         return f"exported {self.exported:,} != {parts}: {missing:,} NOT ACCOUNTED FOR"
 
 
+async def _empty_database(url: str) -> Database:
+    db = open_database(url)
+    try:
+        await ping(db, url)
+        held = await db.list_collection_names()
+    except BaseException:
+        await close_database(db)
+        raise
+    if held:
+        await close_database(db)
+        raise ConfigError(
+            "--mongo-url",
+            f"the database of {redact_url(url)} already holds {', '.join(sorted(held)[:5])}"
+            + (" ..." if len(held) > 5 else ""),
+            "rehearse loads an export into an empty database: name a new one",
+        )
+    return db
+
+
 def _brief(document: dict[str, object]) -> str:
     text = json_util.dumps(document, json_options=RELAXED_JSON_OPTIONS)
     return text if len(text) <= 160 else text[:157] + "..."
@@ -178,9 +198,32 @@ async def rehearse(
     batch_size: int = 1000,
     progress: Progress = print,
     registry: SpecRegistry | None = None,
+    mongo_url: str | None = None,
 ) -> RehearsalReport:
+    """Load the export into an in-process store (or into the empty MongoDB database of
+    ``mongo_url``), then upgrade, backfill and verify every mapped entity."""
     started = time.perf_counter()
-    db = open_database(f"memory://rehearsal-{secrets.token_hex(4)}")
+    if mongo_url is None:
+        db = open_database(f"memory://rehearsal-{secrets.token_hex(4)}")
+    else:
+        db = await _empty_database(mongo_url)
+    try:
+        report = await _rehearse(db, directory, database_url, keys, batch_size, progress, registry)
+    finally:
+        await close_database(db)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _rehearse(
+    db: Database,
+    directory: pathlib.Path,
+    database_url: str,
+    keys: ConnectorKeys,
+    batch_size: int,
+    progress: Progress,
+    registry: SpecRegistry | None,
+) -> RehearsalReport:
     progress(f"loading the export in {directory} ...")
     load = await load_export(db, directory)
     report = RehearsalReport(load)
@@ -197,5 +240,4 @@ async def rehearse(
             report.verifies.append(await verify_entity(db, conn, spec, box.context()))
     finally:
         await conn.close()
-    report.seconds = time.perf_counter() - started
     return report

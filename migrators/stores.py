@@ -10,9 +10,9 @@ import asyncpg
 from schema.connect import connect
 from strangler.config import Settings, redact_url
 from strangler.errors import PermanentError
-from strangler.mongo import Database, open_database, ping
+from strangler.mongo import Database, close_database, open_database, ping
 
-__all__ = ["SchemaNotReady", "legacy_database", "postgres"]
+__all__ = ["SchemaNotReady", "legacy_database", "legacy_store", "postgres"]
 
 # The newest table the migration commands rely on: present means the schema is recent enough.
 _NEWEST_TABLE = "migration_tombstones"
@@ -27,6 +27,17 @@ async def legacy_database(settings: Settings) -> Database:
     db = open_database(settings.mongo_url)
     await ping(db, settings.mongo_url)
     return db
+
+
+@asynccontextmanager
+async def legacy_store(settings: Settings) -> AsyncIterator[Database]:
+    """:func:`legacy_database`, its client closed afterwards."""
+    db = open_database(settings.mongo_url)
+    try:
+        await ping(db, settings.mongo_url)
+        yield db
+    finally:
+        await close_database(db)
 
 
 @asynccontextmanager

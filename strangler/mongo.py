@@ -17,7 +17,15 @@ from urllib.parse import urlsplit
 from strangler.config import redact_url
 from strangler.errors import ConfigError, ServiceUnavailable
 
-__all__ = ["Collection", "Cursor", "Database", "open_database", "patch_memory_store"]
+__all__ = [
+    "Collection",
+    "Cursor",
+    "Database",
+    "close_database",
+    "open_database",
+    "patch_memory_store",
+    "ping",
+]
 
 Document = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -223,6 +231,18 @@ def open_database(url: str, default_name: str = "uzo") -> Database:
     raise ConfigError(
         "MONGO_URL", f"unsupported scheme {parts.scheme!r}", "use mongodb:// or memory://"
     )
+
+
+async def close_database(db: Database) -> None:
+    """Close the client behind a ``mongodb://`` database (the in-process store stays: it is
+    shared by every user of its URL in this process)."""
+    client = getattr(db, "client", None)
+    try:
+        from pymongo import AsyncMongoClient
+    except ImportError:  # pragma: no cover - pymongo is a dependency
+        return
+    if isinstance(client, AsyncMongoClient):
+        await client.close()
 
 
 async def ping(db: Database, url: str) -> None:
