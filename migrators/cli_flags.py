@@ -175,8 +175,15 @@ def drain_check(
             return left == 0, f"{left} outbox row(s) still to apply ('strangler reverse-sync')"
         states = []
         for name in names:
-            backlog = await touched_backlog(redis, name, prefix=prefix) if redis is not None else 0
             status = await sync_status(conn, name)
+            # Touched ids feed only the polling feed: a change stream carries every write
+            # itself, and nobody reads the touched stream then.
+            polled = status.feed in (None, "polling")
+            backlog = (
+                await touched_backlog(redis, name, prefix=prefix)
+                if polled and redis is not None
+                else 0
+            )
             beat = status.last_heartbeat
             fresh = beat is not None and beat.timestamp() > fenced_at
             caught_up = status.running and fresh and status.lag_seconds == 0.0 and backlog == 0

@@ -57,6 +57,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "uzo_demo is always reset)",
     )
     demo.add_argument(
+        "--processes",
+        action="store_true",
+        help="every service a process of its own, as deploy/ runs them (legacy mongod, legacy "
+        "serve, sync, reverse-sync, proxy serve; flags set per step), walking connectors; "
+        "exits after the closing checks",
+    )
+    demo.add_argument(
+        "--feed",
+        choices=("polling", "change-stream"),
+        default="polling",
+        help="with --processes: the forward sync's feed (polling, as deploy/ runs it)",
+    )
+    demo.add_argument(
         "--check",
         action="store_true",
         help="first form only: seed, serve the emulator, send the printed request once, exit",
@@ -71,6 +84,17 @@ def _port_free(host: str, port: int) -> bool:
 
 def _demo(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if args.processes:
+        from strangler.demo_processes import ProcessOptions, run_processes
+
+        options = ProcessOptions(
+            host=args.host,
+            seed=args.seed,
+            quick=args.quick,
+            reset_named=args.reset_database,
+            feed=args.feed,
+        )
+        return asyncio.run(run_processes(settings, options))
     if not args.check:
         from strangler.demo_run import run_walkthrough
 
