@@ -1,7 +1,7 @@
 """Redaction of secrets before anything is stored or printed.
 
 Secrets are found two ways: by the name of the field holding them (passwords,
-tokens, keys, connection details, authorization headers) and by their shape inside
+tokens, keys, connector credential keys, authorization headers) and by their shape inside
 any string (bearer tokens, JWTs, URLs with a password, ``password=...`` pairs).
 Redaction is one-way and loses the value on purpose: a report says *that* two
 secrets differ, never what they are.
@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from migrators.crypto import SECRET_KEYS
+
 __all__ = ["REDACTED", "is_secret_name", "redact", "redact_path_value", "redact_text"]
 
 REDACTED = "[redacted]"
@@ -19,7 +21,7 @@ REDACTED = "[redacted]"
 _SECRET_NAME = re.compile(
     r"password|passwd|passphrase|(^|[_.-])pass([_.-]|$)|secret|token|api[_-]?key|"
     r"access[_-]?key|private[_-]?key|"
-    r"credential|authorization|cookie|connection[_-]?detail|connection[_-]?string|dsn|"
+    r"credential|authorization|cookie|connection[_-]?string|dsn|"
     r"^pwd$",
     re.IGNORECASE,
 )
@@ -41,7 +43,11 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
+    """Whether a field of this name holds a secret: a credential key of a connector
+    (``migrators.crypto.SECRET_KEYS``) or a name shaped like one. A connector's
+    ``connection_detail`` is not one: its ``host``, ``port`` or ``database`` are evidence,
+    and its credential keys are redacted by their own names."""
+    return name.lower() in SECRET_KEYS or bool(_SECRET_NAME.search(name))
 
 
 def redact_text(text: str) -> str:

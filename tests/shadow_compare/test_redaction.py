@@ -27,7 +27,8 @@ def test_secret_fields_are_redacted_at_any_depth() -> None:
         "password": None,
     }
     cleaned = redact(value)
-    assert cleaned["connection_detail"] == REDACTED
+    # Only the credential inside a connection detail: host and port are evidence.
+    assert cleaned["connection_detail"] == {"host": "db.internal", "password": REDACTED}
     assert cleaned["nested"][0] == {"api_key": REDACTED, "accessToken": REDACTED, "note": "fine"}
     assert cleaned["password"] is None  # a null is not a secret, and tells something
     assert SECRET_PASSWORD not in json.dumps(cleaned)
@@ -82,6 +83,31 @@ def test_samples_carry_no_secret_from_bodies_requests_or_details() -> None:
     assert SECRET_PASSWORD not in stored  # ... without the secrets
     assert TOKEN not in stored
     assert "authorization" not in stored.lower()  # headers are never kept
+
+
+def test_a_changed_port_is_shown_with_both_values() -> None:
+    rules = parse_rules({}).for_entity("connectors")
+    detail = {"host": "db.internal", "port": 5432, "password": "********"}
+    legacy = {"status": True, "data": {"connector_id": "cn_1", "connection_detail": detail}}
+    new = {"status": True, "data": {"connector_id": "cn_1",
+                                    "connection_detail": {**detail, "port": 5433}}}  # fmt: skip
+    result = compare_responses(
+        RecordedResponse(200, body=json.dumps(legacy).encode()),
+        RecordedResponse(200, body=json.dumps(new).encode()),
+        rules,
+        endpoint="GET /connectors/getConnector",
+    )
+    outcome = Outcome(
+        "connectors",
+        "GET /connectors/getConnector",
+        RecordedRequest("GET", "/connectors/getConnector", query_string="connector_id=cn_1"),
+        datetime.now(UTC),
+        result,
+    )
+    stored = json.dumps([s.to_json() for s in tally([outcome]).samples])
+    assert [d.path for d in result.differences] == ["$.data.connection_detail.port"]
+    assert "5432" in stored and "5433" in stored
+    assert REDACTED not in stored
 
 
 def test_field_names_that_only_look_like_secrets_are_kept() -> None:
