@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from shadow_compare.model import CompareResult, Difference, Verdict
+from shadow_compare.predicates import PREDICATES, ListEvidence
 from shadow_compare.rules import ExpectedDivergence
 from strangler.exchange import RecordedRequest, RecordedResponse
 
@@ -63,8 +65,12 @@ class ExpectedMatcher:
             and all(name in fields for name in rule.request_has)
         )
 
-    def classify(self, difference: Difference, scoped: Sequence[Any]) -> Difference:
-        """``scoped``: the path-scoped expected rules whose pattern matches this place."""
+    def classify(
+        self, difference: Difference, scoped: Sequence[Any], evidence: ListEvidence | None = None
+    ) -> Difference:
+        """``scoped``: the path-scoped expected rules whose pattern matches this place;
+        ``evidence``: both whole lists, for a rule whose condition needs them."""
+        refused: list[str] = []
         for rule in self._candidates:
             if rule.path is None:
                 pass
@@ -80,7 +86,15 @@ class ExpectedMatcher:
                 continue
             if new_given and not _same_json(rule.new, difference.new):
                 continue
+            if rule.when is not None:
+                why = PREDICATES[rule.when](difference, evidence)
+                if why is not None:  # the place matches, the condition does not: a regression
+                    refused.append(f"not {rule.id} ({rule.when}): {why}")
+                    continue
             return difference.with_verdict(Verdict.EXPECTED, rule.id, rule.reason)
+        if refused:
+            detail = "; ".join(filter(None, [difference.detail, *refused]))
+            return replace(difference, detail=detail)
         return difference
 
 

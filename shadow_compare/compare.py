@@ -16,6 +16,7 @@ from typing import Any
 from shadow_compare.classify import ExpectedMatcher
 from shadow_compare.model import Cause, CompareResult, Difference
 from shadow_compare.paths import KeyedItem, Segment, State, render
+from shadow_compare.predicates import ListEvidence
 from shadow_compare.rules import CompiledRules, DatetimeTolerance, NumberTolerance, SetRule
 from shadow_compare.values import (
     as_datetimes,
@@ -73,11 +74,12 @@ class _Walk:
         detail: str,
         states: State,
         path: str | None = None,
+        evidence: ListEvidence | None = None,
     ) -> None:
         where = path if path is not None else render(self.path)
         scoped = [rule for kind, rule in self._rules_here(states) if kind == "expected"]
         difference = Difference(where, cause, preview(legacy), preview(new), detail)
-        self.differences.append(self.expected.classify(difference, scoped))
+        self.differences.append(self.expected.classify(difference, scoped, evidence))
         if len(self.differences) >= self.rules.max_differences:
             raise _Stop(f"stopped at {self.rules.max_differences} differences (max_differences)")
 
@@ -193,7 +195,8 @@ class _Walk:
         left, right = sorted(left_items), sorted(right_items)
         if left == right:
             if ordered:
-                self.add(Cause.LIST_ORDER, None, None, "the same items in another order", states)
+                self.add(Cause.LIST_ORDER, None, None, "the same items in another order", states,
+                         evidence=ListEvidence(legacy, new, None))  # fmt: skip
             return True
         if ordered:
             return False  # not a permutation: compared item by item instead
@@ -256,6 +259,7 @@ class _Walk:
                     new_order[first : first + 3],
                     f"items ordered differently (by {key}) from position {first}",
                     states,
+                    evidence=ListEvidence(legacy, new, key),
                 )
         for ident, item in zip(legacy_ids, legacy, strict=True):
             if ident in common:

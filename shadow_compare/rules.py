@@ -112,6 +112,17 @@ class ExpectedDivergence(_Strict):
     legacy: Any = None  # when given, the legacy value must equal it
     new: Any = None
     request_has: tuple[str, ...] = ()  # fields the request body or query must carry
+    # A condition proven for each exchange (shadow_compare.predicates.PREDICATES).
+    when: str | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _when(cls, value: str | None) -> str | None:
+        from shadow_compare.predicates import PREDICATES
+
+        if value is not None and value not in PREDICATES:
+            raise ValueError(f"unknown condition {value!r}; known: {', '.join(sorted(PREDICATES))}")
+        return value
 
     @field_validator("endpoints")
     @classmethod

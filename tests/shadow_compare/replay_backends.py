@@ -98,8 +98,10 @@ class Backend:
         items = [c for c in _connectors().values() if kind is None or c["connector_type"] == kind]
         items.sort(key=lambda c: c["created_at"], reverse=True)
         total = len(items)
-        if self.planted and kind is None:
-            items[0], items[1] = items[1], items[0]  # expected: dirty created_at ordering
+        if not self.planted and kind is None:
+            # expected: legacy's dirty created_at puts two items out of place, while the new
+            # side keeps the contract's order (created_at descending, then id)
+            items[0], items[1] = items[1], items[0]
         if self.planted and kind == "s3":
             total += 1  # regression: a wrong total
         return JSONResponse(

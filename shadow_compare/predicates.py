@@ -1,0 +1,96 @@
+"""Conditions that an expected divergence must prove for each exchange (``when:``).
+
+A rule's path and cause say *where* the new side may differ on purpose; its predicate says
+*whether this difference is that one*. A predicate returns None when its condition holds,
+else why it does not: the difference then stays a regression, with the rule and the
+reason named in its detail (a false "expected" would excuse a real regression, the worst
+thing a comparator can say).
+
+- ``contract-order``: a list whose order differs. The new side's list must be in the
+  contract's order (rendered ``created_at`` descending, then the item id ascending) and
+  legacy's must not be: legacy's dirt put items out of place, not a new-side regression.
+- ``credential-masked``: a connection detail value the new side masks. The key must be a
+  credential key (``migrators.crypto.SECRET_KEYS``), and the new value ``"********"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from migrators.crypto import SECRET_KEYS
+from shadow_compare.model import Difference
+
+__all__ = ["PREDICATES", "ListEvidence", "contract_order", "credential_masked"]
+
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class ListEvidence:
+    """Both whole lists at a place whose order differs, and the key naming their items."""
+
+    legacy: Sequence[Any]
+    new: Sequence[Any]
+    key: str | None
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _out_of_order(items: Sequence[Any], key: str) -> str | None:
+    """Where ``items`` leave the contract's order (None: they keep it)."""
+    previous: tuple[float, str] | None = None
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            return f"item {position} is not an object"
+        instant = _instant(item.get("created_at"))
+        if instant is None:
+            return f"item {position} has no rendered created_at ({item.get('created_at')!r})"
+        here = (-instant.timestamp(), str(item.get(key)))
+        if previous is not None and here < previous:
+            return f"item {position} ({key} {item.get(key)}) is out of the contract's order"
+        previous = here
+    return None
+
+
+def contract_order(difference: Difference, evidence: ListEvidence | None) -> str | None:
+    if evidence is None or evidence.key is None:
+        return "the items have no id to order them by"
+    wrong = _out_of_order(evidence.new, evidence.key)
+    if wrong is not None:
+        return f"the new side's order is not the contract's (created_at desc, then "\
+               f"{evidence.key}): {wrong}"  # fmt: skip
+    if _out_of_order(evidence.legacy, evidence.key) is None:
+        return "legacy's order is the contract's too: no dirty date explains the difference"
+    return None
+
+
+_LAST_NAME = re.compile(r"""(?:\.|\[['"]?)([^.\[\]'"]+)['"]?\]?$""")
+
+
+def credential_masked(difference: Difference, evidence: ListEvidence | None) -> str | None:
+    found = _LAST_NAME.search(difference.path)
+    name = found.group(1) if found else ""
+    if name.lower() not in SECRET_KEYS:
+        return f"{name or difference.path!r} is not a credential key"
+    if difference.new != MASK:
+        return f"the new side shows {difference.new!r}, not the mask"
+    return None
+
+
+Predicate = Callable[[Difference, ListEvidence | None], str | None]
+PREDICATES: dict[str, Predicate] = {
+    "contract-order": contract_order,
+    "credential-masked": credential_masked,
+}

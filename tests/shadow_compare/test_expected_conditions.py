@@ -1,0 +1,80 @@
+"""Expected divergences are granted per exchange, only when their condition holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shadow_compare.compare import compare_responses
+from shadow_compare.model import Verdict
+from shadow_compare.rules import parse_rules
+from strangler.exchange import RecordedResponse
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = parse_rules(yaml.safe_load((REPO / "shadow_rules.yaml").read_text()))
+
+
+def _connector(n: int, created_at: str) -> dict[str, Any]:
+    return {"connector_id": f"cn_{n:012x}", "connector_name": f"c{n}", "created_at": created_at}
+
+
+NEWEST_FIRST = [
+    _connector(3, "2026-03-01T10:00:00.000Z"),
+    _connector(2, "2026-02-01T10:00:00.000Z"),
+    _connector(1, "2026-01-01T10:00:00.000Z"),
+]
+
+
+def _compare(legacy: Any, new: Any, endpoint: str = "GET /connectors/getConnectors") -> Any:
+    def body(data: Any) -> bytes:
+        return json.dumps({"status": True, "message": "ok", "data": data}).encode()
+
+    return compare_responses(
+        RecordedResponse(200, body=body(legacy)),
+        RecordedResponse(200, body=body(new)),
+        SHIPPED.for_entity("connectors"),
+        endpoint=endpoint,
+    )
+
+
+def test_an_oldest_first_list_on_the_new_side_is_a_regression_naming_the_rule() -> None:
+    result = _compare(NEWEST_FIRST, list(reversed(NEWEST_FIRST)))
+    [difference] = result.differences
+    assert difference.cause == "list_order"
+    assert difference.verdict is Verdict.REGRESSION
+    assert "not list-order-dirty-created-at (contract-order)" in difference.detail
+    assert "the new side's order is not the contract's" in difference.detail
+
+
+def test_out_of_place_only_where_legacy_dates_are_dirty_is_expected() -> None:
+    dirty = [NEWEST_FIRST[1], NEWEST_FIRST[0], NEWEST_FIRST[2]]  # legacy's type-ordered dirt
+    result = _compare(dirty, NEWEST_FIRST)
+    [difference] = result.differences
+    assert difference.verdict is Verdict.EXPECTED
+    assert difference.rule == "list-order-dirty-created-at"
+
+
+def test_ties_broken_by_id_ascending_are_the_contract() -> None:
+    same = "2026-01-01T10:00:00.000Z"
+    ordered = [_connector(1, same), _connector(2, same)]
+    result = _compare(list(reversed(ordered)), ordered)
+    assert [d.verdict for d in result.differences] == [Verdict.EXPECTED]
+    result = _compare(ordered, list(reversed(ordered)))
+    assert [d.verdict for d in result.differences] == [Verdict.REGRESSION]
+
+
+def test_masking_is_expected_only_for_credential_keys() -> None:
+    def detail(**fields: Any) -> dict[str, Any]:
+        return {"connector_id": "cn_1", "connection_detail": {"host": "db", **fields}}
+
+    endpoint = "GET /connectors/getConnector"
+    secret = _compare(detail(api_key="k-1"), detail(api_key="********"), endpoint)
+    assert [d.verdict for d in secret.differences] == [Verdict.EXPECTED]
+    masked_host = _compare(detail(), {**detail(), "connection_detail": {"host": "********"}},
+                           endpoint)  # fmt: skip
+    [difference] = masked_host.differences
+    assert difference.verdict is Verdict.REGRESSION
+    assert "'host' is not a credential key" in difference.detail
