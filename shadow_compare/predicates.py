@@ -11,10 +11,14 @@ thing a comparator can say).
   legacy's must not be: legacy's dirt put items out of place, not a new-side regression.
 - ``credential-masked``: a connection detail value the new side masks. The key must be a
   credential key (``migrators.crypto.SECRET_KEYS``), and the new value ``"********"``.
+- ``ties-only``: entries without ids in another order. Both lists hold the same
+  ``created_at`` at every position (only ties moved), the new side's newest first.
+- ``version-bumped``: the new side answers legacy's version plus one.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,8 +93,40 @@ def credential_masked(difference: Difference, evidence: ListEvidence | None) -> 
     return None
 
 
+def ties_only(difference: Difference, evidence: ListEvidence | None) -> str | None:
+    """Two orders of the same items that differ only among entries of one created_at, the
+    new side's newest first: what a tie broken another way looks like."""
+    if evidence is None:
+        return "no list to check"
+    stamps = [_stamp(item) for item in evidence.legacy]
+    if stamps != [_stamp(item) for item in evidence.new]:
+        return "the lists differ beyond entries of equal created_at"
+    instants = [i for i in (_instant(stamp) for stamp in stamps) if i is not None]
+    if len(instants) != len(stamps):
+        return "an entry has no rendered created_at"
+    if any(a < b for a, b in itertools.pairwise(instants)):
+        return "the new side's entries are not newest first"
+    return None
+
+
+def _stamp(item: Any) -> Any:
+    return item.get("created_at") if isinstance(item, dict) else None
+
+
+def version_bumped(difference: Difference, evidence: ListEvidence | None) -> str | None:
+    """The new side answers the stored version plus one, legacy the version unchanged."""
+    legacy, new = difference.legacy, difference.new
+    if not (isinstance(legacy, int) and isinstance(new, int)) or isinstance(legacy, bool):
+        return f"versions {legacy!r} and {new!r} are not both whole numbers"
+    if new != legacy + 1:
+        return f"the new side answers version {new}, not legacy's {legacy} + 1"
+    return None
+
+
 Predicate = Callable[[Difference, ListEvidence | None], str | None]
 PREDICATES: dict[str, Predicate] = {
     "contract-order": contract_order,
     "credential-masked": credential_masked,
+    "ties-only": ties_only,
+    "version-bumped": version_bumped,
 }

@@ -78,3 +78,30 @@ def test_masking_is_expected_only_for_credential_keys() -> None:
     [difference] = masked_host.differences
     assert difference.verdict is Verdict.REGRESSION
     assert "'host' is not a credential key" in difference.detail
+
+
+def test_activity_ties_and_version_bumps_are_expected_only_as_declared() -> None:
+    def activity(data: Any) -> RecordedResponse:
+        return RecordedResponse(200, body=json.dumps({"status": True, "data": data}).encode())
+
+    rules = SHIPPED.for_entity("activity")
+    same, older = "2026-01-01T10:00:00.000Z", "2025-12-01T10:00:00.000Z"
+    a, b = {"action": "a", "created_at": same}, {"action": "b", "created_at": same}
+    c = {"action": "c", "created_at": older}
+    endpoint = "GET /userActivity/getActivity"
+    tie = compare_responses(activity([a, b, c]), activity([b, a, c]), rules, endpoint=endpoint)
+    assert [d.verdict for d in tie.differences] == [Verdict.EXPECTED]
+    moved = compare_responses(activity([a, b, c]), activity([c, a, b]), rules, endpoint=endpoint)
+    assert [d.verdict for d in moved.differences] == [Verdict.REGRESSION]
+
+    def updated(version: Any) -> RecordedResponse:
+        data = {"workflow_id": "wf_1", "version": version}
+        return RecordedResponse(200, body=json.dumps({"status": True, "data": data}).encode())
+
+    rules = SHIPPED.for_entity("workspaces")
+    endpoint = "POST /workflow/updateWorkflow"
+    bumped = compare_responses(updated(3), updated(4), rules, endpoint=endpoint)
+    assert [d.verdict for d in bumped.differences] == [Verdict.EXPECTED]
+    jumped = compare_responses(updated(3), updated(7), rules, endpoint=endpoint)
+    assert [d.verdict for d in jumped.differences] == [Verdict.REGRESSION]
+    assert "not legacy's 3 + 1" in jumped.differences[0].detail
