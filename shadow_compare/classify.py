@@ -19,25 +19,35 @@ from dataclasses import replace
 from typing import Any
 
 from shadow_compare.model import CompareResult, Difference, Verdict
-from shadow_compare.predicates import PREDICATES, ListEvidence
+from shadow_compare.predicates import PREDICATES, Exchange, ListEvidence
 from shadow_compare.rules import ExpectedDivergence
 from strangler.exchange import RecordedRequest, RecordedResponse
 
 __all__ = ["ExpectedMatcher", "classify_rereads", "related_paths"]
 
 
-def _request_fields(request: RecordedRequest | None) -> frozenset[str]:
+def _request_values(request: RecordedRequest | None) -> dict[str, Any]:
+    """The request's query fields, then its JSON body's (which win)."""
     if request is None:
-        return frozenset()
-    fields = set(request.query)
+        return {}
+    values: dict[str, Any] = dict(request.query)
     if request.body:
         try:
             body = json.loads(request.body)
         except ValueError:
             body = None
         if isinstance(body, dict):
-            fields.update(str(key) for key in body)
-    return frozenset(fields)
+            values.update((str(key), value) for key, value in body.items())
+    return values
+
+
+def _json_body(response: RecordedResponse | None) -> Any:
+    if response is None:
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        return None
 
 
 def _same_json(left: Any, right: Any) -> bool:
@@ -52,10 +62,13 @@ class ExpectedMatcher:
         rules: Sequence[ExpectedDivergence],
         endpoint: str,
         request: RecordedRequest | None,
-        legacy_status: int,
-        new_status: int,
+        legacy: RecordedResponse,
+        new: RecordedResponse,
     ) -> None:
-        fields = _request_fields(request) if any(r.request_has for r in rules) else frozenset()
+        legacy_status, new_status = legacy.status, new.status
+        self._request, self._legacy, self._new = request, legacy, new
+        self._exchange: Exchange | None = None
+        fields = _request_values(request) if any(r.request_has for r in rules) else {}
         self._candidates = tuple(
             rule
             for rule in rules
@@ -64,6 +77,14 @@ class ExpectedMatcher:
             and (rule.new_status is None or rule.new_status == new_status)
             and all(name in fields for name in rule.request_has)
         )
+
+    def exchange(self) -> Exchange:
+        """The request and both bodies, parsed once and only for a condition that asks."""
+        if self._exchange is None:
+            self._exchange = Exchange(
+                _request_values(self._request), _json_body(self._legacy), _json_body(self._new)
+            )
+        return self._exchange
 
     def classify(
         self, difference: Difference, scoped: Sequence[Any], evidence: ListEvidence | None = None
@@ -87,7 +108,7 @@ class ExpectedMatcher:
             if new_given and not _same_json(rule.new, difference.new):
                 continue
             if rule.when is not None:
-                why = PREDICATES[rule.when](difference, evidence)
+                why = PREDICATES[rule.when](difference, evidence, self.exchange())
                 if why is not None:  # the place matches, the condition does not: a regression
                     refused.append(f"not {rule.id} ({rule.when}): {why}")
                     continue

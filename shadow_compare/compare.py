@@ -63,6 +63,7 @@ class _Walk:
         self.nodes = 0
         self.differences: list[Difference] = []
         self.path: list[Segment] = []
+        self.list_evidence: ListEvidence | None = None  # the list of unequal length walked
 
     # --- recording --------------------------------------------------------------------
 
@@ -79,7 +80,8 @@ class _Walk:
         where = path if path is not None else render(self.path)
         scoped = [rule for kind, rule in self._rules_here(states) if kind == "expected"]
         difference = Difference(where, cause, preview(legacy), preview(new), detail)
-        self.differences.append(self.expected.classify(difference, scoped, evidence))
+        given = evidence if evidence is not None else self.list_evidence
+        self.differences.append(self.expected.classify(difference, scoped, given))
         if len(self.differences) >= self.rules.max_differences:
             raise _Stop(f"stopped at {self.rules.max_differences} differences (max_differences)")
 
@@ -166,6 +168,10 @@ class _Walk:
             return
         if len(legacy) == len(new) and self.multiset(legacy, new, states, ordered=True):
             return
+        outer = self.list_evidence
+        # Both whole lists of unequal length, for a condition that judges a removal (and
+        # the items it moved); an equal-length list inside gives none.
+        self.list_evidence = ListEvidence(legacy, new, None) if len(legacy) != len(new) else None
         if len(legacy) != len(new):
             self.add(
                 Cause.LIST_LENGTH,
@@ -174,13 +180,16 @@ class _Walk:
                 f"{len(legacy)} items on legacy, {len(new)} on new",
                 states,
             )
-        for index, (left, right) in enumerate(zip(legacy, new, strict=False)):
-            if same_scalar(left, right) or same_tree(left, right):
-                self.tick()
-                continue
-            self.path.append(index)
-            self.node(left, right, item_states)
-            self.path.pop()
+        try:
+            for index, (left, right) in enumerate(zip(legacy, new, strict=False)):
+                if same_scalar(left, right) or same_tree(left, right):
+                    self.tick()
+                    continue
+                self.path.append(index)
+                self.node(left, right, item_states)
+                self.path.pop()
+        finally:
+            self.list_evidence = outer
 
     def multiset(self, legacy: list[Any], new: list[Any], states: State, ordered: bool) -> bool:
         """Compare as multisets of canonical JSON. True when that settled the comparison."""
@@ -346,7 +355,7 @@ def compare_responses(
     request: RecordedRequest | None = None,
 ) -> CompareResult:
     """Compare one exchange's legacy and new responses under an entity's rules."""
-    expected = ExpectedMatcher(rules.rules.expected, endpoint, request, legacy.status, new.status)
+    expected = ExpectedMatcher(rules.rules.expected, endpoint, request, legacy, new)
     walk = _Walk(rules, expected)
     notes: list[str] = []
     truncated = False

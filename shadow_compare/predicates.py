@@ -14,6 +14,18 @@ thing a comparator can say).
 - ``ties-only``: entries without ids in another order. Both lists hold the same
   ``created_at`` at every position (only ties moved), the new side's newest first.
 - ``version-bumped``: the new side answers legacy's version plus one.
+- ``stale-version``: the new side refused an update as stale. The request's ``version`` is
+  a whole number and legacy's answer shows a different stored one (legacy leaves
+  ``version`` as it was on update, so its answer is the version the client should have
+  sent).
+- ``version-not-whole``: the new side refused an update's ``version`` as malformed. The
+  request's ``version`` is not a whole number (nor a string of one).
+- ``only-removed``: a list shorter on the new side. The new list is legacy's with items
+  removed (nothing added, nothing reordered), and every removed item is a workflow id;
+  item by item, the same is judged on the whole lists.
+
+Predicates see the difference, both whole lists where the difference is a list's
+(``ListEvidence``), and the exchange (``Exchange``: the request's fields, both bodies).
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from typing import Any
 from migrators.crypto import SECRET_KEYS
 from shadow_compare.model import Difference
 
-__all__ = ["PREDICATES", "ListEvidence", "contract_order", "credential_masked"]
+__all__ = ["PREDICATES", "Exchange", "ListEvidence", "contract_order", "credential_masked"]
 
 MASK = "********"
 
@@ -40,6 +52,15 @@ class ListEvidence:
     legacy: Sequence[Any]
     new: Sequence[Any]
     key: str | None
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The request's fields (query, then JSON body) and both parsed bodies (None: not JSON)."""
+
+    request: dict[str, Any]
+    legacy: Any
+    new: Any
 
 
 def _instant(value: Any) -> datetime | None:
@@ -68,7 +89,9 @@ def _out_of_order(items: Sequence[Any], key: str) -> str | None:
     return None
 
 
-def contract_order(difference: Difference, evidence: ListEvidence | None) -> str | None:
+def contract_order(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
     if evidence is None or evidence.key is None:
         return "the items have no id to order them by"
     wrong = _out_of_order(evidence.new, evidence.key)
@@ -83,7 +106,9 @@ def contract_order(difference: Difference, evidence: ListEvidence | None) -> str
 _LAST_NAME = re.compile(r"""(?:\.|\[['"]?)([^.\[\]'"]+)['"]?\]?$""")
 
 
-def credential_masked(difference: Difference, evidence: ListEvidence | None) -> str | None:
+def credential_masked(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
     found = _LAST_NAME.search(difference.path)
     name = found.group(1) if found else ""
     if name.lower() not in SECRET_KEYS:
@@ -93,7 +118,9 @@ def credential_masked(difference: Difference, evidence: ListEvidence | None) -> 
     return None
 
 
-def ties_only(difference: Difference, evidence: ListEvidence | None) -> str | None:
+def ties_only(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
     """Two orders of the same items that differ only among entries of one created_at, the
     new side's newest first: what a tie broken another way looks like."""
     if evidence is None:
@@ -113,7 +140,9 @@ def _stamp(item: Any) -> Any:
     return item.get("created_at") if isinstance(item, dict) else None
 
 
-def version_bumped(difference: Difference, evidence: ListEvidence | None) -> str | None:
+def version_bumped(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
     """The new side answers the stored version plus one, legacy the version unchanged."""
     legacy, new = difference.legacy, difference.new
     if not (isinstance(legacy, int) and isinstance(new, int)) or isinstance(legacy, bool):
@@ -123,10 +152,81 @@ def version_bumped(difference: Difference, evidence: ListEvidence | None) -> str
     return None
 
 
-Predicate = Callable[[Difference, ListEvidence | None], str | None]
+def _whole(value: Any) -> int | None:
+    """``value`` as the new side reads a version: a whole number, or a string of one."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _data_field(body: Any, name: str) -> Any:
+    data = body.get("data") if isinstance(body, dict) else None
+    return data.get(name) if isinstance(data, dict) else None
+
+
+def stale_version(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
+    """A 409 for a version legacy's own answer shows to be stale."""
+    if exchange is None or "version" not in exchange.request:
+        return "the request sent no version"
+    sent = _whole(exchange.request["version"])
+    if sent is None:
+        return f"the request's version {exchange.request['version']!r} is not a whole number"
+    stored = _data_field(exchange.legacy, "version")
+    if not isinstance(stored, int) or isinstance(stored, bool):
+        return "legacy's answer shows no stored version to judge the request's against"
+    if stored == sent:
+        return f"the request sent version {sent}, the one legacy stores: nothing was stale"
+    return None
+
+
+def version_not_whole(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
+    """A 400 for a version that is not a whole number."""
+    if exchange is None or "version" not in exchange.request:
+        return "the request sent no version"
+    value = exchange.request["version"]
+    if value is None or _whole(value) is not None:
+        return f"the request's version {value!r} is a whole number (or none): no cause for 400"
+    return None
+
+
+def only_removed(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
+    """The new list is legacy's with workflow ids taken out, nothing else changed."""
+    if evidence is None:
+        return "no list to check"
+    legacy, new = list(evidence.legacy), list(evidence.new)
+    if len(new) >= len(legacy):
+        return f"the new side's list is not shorter ({len(new)} items, legacy {len(legacy)})"
+    removed: list[Any] = []
+    position = 0
+    for item in legacy:
+        if position < len(new) and item == new[position]:
+            position += 1
+        else:
+            removed.append(item)
+    if position != len(new):
+        return "the new side's list is not legacy's with items removed (added or reordered)"
+    strays = [item for item in removed if not (isinstance(item, str) and item.startswith("wf_"))]
+    if strays:
+        return f"removed items that are not workflow ids: {strays[:3]!r}"
+    return None
+
+
+Predicate = Callable[[Difference, ListEvidence | None, Exchange | None], str | None]
 PREDICATES: dict[str, Predicate] = {
     "contract-order": contract_order,
     "credential-masked": credential_masked,
     "ties-only": ties_only,
     "version-bumped": version_bumped,
+    "stale-version": stale_version,
+    "version-not-whole": version_not_whole,
+    "only-removed": only_removed,
 }

@@ -26,6 +26,7 @@ from strangler.tokens import InvalidToken, caller_from_authorization
 JWT_SECRET = "replay-test-secret-long-enough-for-hs256"
 TENANT = "sub_00000000000a"
 SANDBOX = "sub_00000000000b"
+STORED_VERSION = 3  # the version of the sandbox workflow both sides store
 
 
 def _connectors() -> dict[str, dict[str, Any]]:
@@ -112,7 +113,7 @@ class Backend:
         if (denied := self.check(request)) is not None:
             return denied
         body = await request.json()
-        if self.planted and body.get("version", 99) < 3:
+        if self.planted and body.get("version", STORED_VERSION) < STORED_VERSION:
             return JSONResponse({"status": False, "message": "Workflow version is stale"}, 409)
         return JSONResponse(
             {
@@ -121,6 +122,8 @@ class Backend:
                 "data": {
                     "workflow_id": body["workflow_id"],
                     "workflow_name": body["workflow_name"],
+                    # legacy leaves the stored version as it was, whatever the request says
+                    "version": STORED_VERSION,
                 },
             }
         )

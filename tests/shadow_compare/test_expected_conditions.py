@@ -11,7 +11,7 @@ import yaml
 from shadow_compare.compare import compare_responses
 from shadow_compare.model import Verdict
 from shadow_compare.rules import parse_rules
-from strangler.exchange import RecordedResponse
+from strangler.exchange import RecordedRequest, RecordedResponse
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = parse_rules(yaml.safe_load((REPO / "shadow_rules.yaml").read_text()))
@@ -105,3 +105,77 @@ def test_activity_ties_and_version_bumps_are_expected_only_as_declared() -> None
     jumped = compare_responses(updated(3), updated(7), rules, endpoint=endpoint)
     assert [d.verdict for d in jumped.differences] == [Verdict.REGRESSION]
     assert "not legacy's 3 + 1" in jumped.differences[0].detail
+
+
+def _update(version: Any, legacy: Any, new_status: int) -> Any:
+    request = RecordedRequest(
+        "POST",
+        "/workflow/updateWorkflow",
+        body=json.dumps({"workflow_id": "wf_1", "version": version}).encode(),
+    )
+    data = {"workflow_id": "wf_1", "version": legacy}
+    return compare_responses(
+        RecordedResponse(200, body=json.dumps({"status": True, "data": data}).encode()),
+        RecordedResponse(new_status, body=b'{"status": false, "message": "refused"}'),
+        SHIPPED.for_entity("workspaces"),
+        endpoint="POST /workflow/updateWorkflow",
+        request=request,
+    )
+
+
+def test_a_409_is_expected_only_for_a_version_legacy_shows_to_be_stale() -> None:
+    stale = _update(2, legacy=5, new_status=409)
+    assert [(d.verdict, d.rule) for d in stale.differences] == [
+        (Verdict.EXPECTED, "stale-version-409")
+    ]
+    current = _update(5, legacy=5, new_status=409)  # the version legacy stores: a wrong 409
+    [difference] = current.differences
+    assert difference.verdict is Verdict.REGRESSION
+    assert "not stale-version-409 (stale-version)" in difference.detail
+    assert "nothing was stale" in difference.detail
+
+
+def test_a_400_is_expected_only_for_a_version_that_is_not_a_whole_number() -> None:
+    for malformed in ("three", 2.5, True, [1]):
+        result = _update(malformed, legacy=5, new_status=400)
+        assert [d.verdict for d in result.differences] == [Verdict.EXPECTED], malformed
+    whole = _update("5", legacy=5, new_status=400)
+    [difference] = whole.differences
+    assert difference.verdict is Verdict.REGRESSION
+    assert "not version-not-a-number (version-not-whole)" in difference.detail
+
+
+def test_dependencies_shorter_on_the_new_side_only_by_removed_workflow_ids() -> None:
+    def workspace(dependencies: list[Any]) -> RecordedResponse:
+        job = {"job_id": "jb_1", "workflow_dependency": dependencies}
+        data = {"workspace_id": "ws_1", "folders": [{"folder_id": "fd_1", "jobs": [job]}]}
+        return RecordedResponse(200, body=json.dumps({"status": True, "data": data}).encode())
+
+    def verdicts(legacy: list[Any], new: list[Any]) -> list[Verdict]:
+        result = compare_responses(
+            workspace(legacy),
+            workspace(new),
+            SHIPPED.for_entity("workspaces"),
+            endpoint="GET /workspace/getWorkspace",
+        )
+        return [d.verdict for d in result.differences]
+
+    # The deleted wf_b taken out: the length and the items that moved up, all expected.
+    removed = verdicts(["wf_a", "wf_b", "wf_c", "wf_d"], ["wf_a", "wf_c", "wf_d"])
+    assert removed and set(removed) == {Verdict.EXPECTED}
+    # A dependency the new side invented, or one it reordered, is no removal.
+    assert Verdict.REGRESSION in verdicts(["wf_a", "wf_b", "wf_c"], ["wf_c", "wf_a"])
+    assert Verdict.REGRESSION in verdicts(["wf_a", "wf_b"], ["wf_x"])
+    # Something other than a workflow id gone is not the delete's cleanup either.
+    assert Verdict.REGRESSION in verdicts(["wf_a", "jb_9"], ["wf_a"])
+
+
+def test_every_shipped_expected_divergence_names_its_condition() -> None:
+    document = yaml.safe_load((REPO / "shadow_rules.yaml").read_text())
+    rules = [
+        (entity, rule["id"], rule.get("when"))
+        for entity, section in document["entities"].items()
+        for rule in section.get("expected", [])
+    ]
+    assert rules
+    assert [r for r in rules if not r[2]] == []
