@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PACKAGES := strangler proxy migrators shadow_compare schema legacy_emulator
 
-.PHONY: install demo test lint bench bench-tools clean
+.PHONY: install demo test lint shadow-ci bench bench-tools clean
 
 $(BIN)/strangler: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -20,6 +20,11 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# The replay corpora of shadow_cases/ against the legacy emulator and the new side, each a
+# process of its own (PostgreSQL and Redis as for the tests); JUnit report in shadow.xml.
+shadow-ci: install
+	$(BIN)/strangler shadow-ci --junit shadow.xml
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from shadow_compare.model import CompareResult, Difference, Verdict
@@ -64,9 +65,11 @@ class ExpectedMatcher:
         request: RecordedRequest | None,
         legacy: RecordedResponse,
         new: RecordedResponse,
+        window: tuple[datetime, datetime] | None = None,
     ) -> None:
         legacy_status, new_status = legacy.status, new.status
         self._request, self._legacy, self._new = request, legacy, new
+        self._window = window
         self._exchange: Exchange | None = None
         fields = _request_values(request) if any(r.request_has for r in rules) else {}
         self._candidates = tuple(
@@ -82,7 +85,11 @@ class ExpectedMatcher:
         """The request and both bodies, parsed once and only for a condition that asks."""
         if self._exchange is None:
             self._exchange = Exchange(
-                _request_values(self._request), _json_body(self._legacy), _json_body(self._new)
+                _request_values(self._request),
+                _json_body(self._legacy),
+                _json_body(self._new),
+                method=self._request.method if self._request is not None else None,
+                window=self._window,
             )
         return self._exchange
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from shadow_compare.classify import ExpectedMatcher
@@ -353,9 +354,13 @@ def compare_responses(
     *,
     endpoint: str,
     request: RecordedRequest | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> CompareResult:
-    """Compare one exchange's legacy and new responses under an entity's rules."""
-    expected = ExpectedMatcher(rules.rules.expected, endpoint, request, legacy, new)
+    """Compare one exchange's legacy and new responses under an entity's rules.
+
+    ``window``: when the request was sent and both answers were in (UTC), for a condition
+    that judges stamps the exchange itself wrote."""
+    expected = ExpectedMatcher(rules.rules.expected, endpoint, request, legacy, new, window)
     walk = _Walk(rules, expected)
     notes: list[str] = []
     truncated = False

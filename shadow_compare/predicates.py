@@ -24,6 +24,15 @@ thing a comparator can say).
   removed (nothing added, nothing reordered), and every removed item is a workflow id;
   item by item, the same is judged on the whole lists.
 
+- ``stamped-during``: the time a write sets, different on the two sides. The exchange is
+  a write sent to both (a replay's ``send_to_both``), and both values are instants within
+  its window (from the request sent to both answers in, a second either side: legacy
+  renders times to the second): each side's clock stamped the same write.
+
+- ``minted-id``: an id a write created, different on the two sides. The exchange is a
+  write, the field an ``..._id``, both values minted ids of one kind (``ws_`` and 12 hex
+  digits) and neither named by the request (an id the request names is one it refers to).
+
 Predicates see the difference, both whole lists where the difference is a list's
 (``ListEvidence``), and the exchange (``Exchange``: the request's fields, both bodies).
 """
@@ -34,7 +43,7 @@ import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from migrators.crypto import SECRET_KEYS
@@ -61,6 +70,8 @@ class Exchange:
     request: dict[str, Any]
     legacy: Any
     new: Any
+    method: str | None = None
+    window: tuple[datetime, datetime] | None = None  # request sent, both answers in (UTC)
 
 
 def _instant(value: Any) -> datetime | None:
@@ -220,6 +231,53 @@ def only_removed(
     return None
 
 
+# Legacy renders times to the second: a stamp of this exchange may read up to a second early.
+_STAMP_SLACK = timedelta(seconds=1)
+
+
+def stamped_during(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
+    """Both sides stamped the write being compared, each with its own clock."""
+    if exchange is None or exchange.method in (None, "GET"):
+        return "only a write sent to both sides stamps both"
+    if exchange.window is None:
+        return "the exchange's time window is unknown"
+    start, end = exchange.window[0] - _STAMP_SLACK, exchange.window[1] + _STAMP_SLACK
+    for side, value in (("legacy", difference.legacy), ("new", difference.new)):
+        instant = _instant(value)
+        if instant is None:
+            return f"{side}'s {value!r} is not a time"
+        if not start <= instant <= end:
+            return f"{side}'s {value!r} was not stamped during this exchange"
+    return None
+
+
+_MINTED = re.compile(r"^([a-z]{2,4})_[0-9a-f]{12}$")
+
+
+def minted_id(
+    difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
+) -> str | None:
+    """Both sides gave the thing a write created an id of their own."""
+    if exchange is None or exchange.method in (None, "GET"):
+        return "only a write sent to both sides mints on both"
+    found = _LAST_NAME.search(difference.path)
+    name = found.group(1) if found else ""
+    if not name.endswith("_id"):
+        return f"{name or difference.path!r} is not an id field"
+    shapes = [_MINTED.match(v) if isinstance(v, str) else None
+              for v in (difference.legacy, difference.new)]  # fmt: skip
+    if not all(shapes):
+        return "the values are not both minted ids"
+    if shapes[0].group(1) != shapes[1].group(1):  # type: ignore[union-attr]
+        return "the ids are of different kinds"
+    named = {v for v in exchange.request.values() if isinstance(v, str)}
+    if difference.legacy in named or difference.new in named:
+        return "the request names that id: it refers to something, it mints nothing"
+    return None
+
+
 Predicate = Callable[[Difference, ListEvidence | None, Exchange | None], str | None]
 PREDICATES: dict[str, Predicate] = {
     "contract-order": contract_order,
@@ -229,4 +287,6 @@ PREDICATES: dict[str, Predicate] = {
     "stale-version": stale_version,
     "version-not-whole": version_not_whole,
     "only-removed": only_removed,
+    "stamped-during": stamped_during,
+    "minted-id": minted_id,
 }

@@ -159,6 +159,7 @@ async def _run_case(
                 rules.for_entity(entity),
                 endpoint=case.endpoint,
                 request=request,
+                window=(at, datetime.now(UTC)),
             )
             if result.regressions() and not case.is_write:
                 reclassify = partial(reclassify_pair, rules, entity, case.endpoint, request)

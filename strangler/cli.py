@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shadow_compare.cli",
     "migrators.cli",
     "strangler.demo",
+    "strangler.shadow_ci",
 )
 
 Handler = Callable[[argparse.Namespace], int | None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +173,41 @@ def test_dependencies_shorter_on_the_new_side_only_by_removed_workflow_ids() -> 
 
 def test_every_shipped_expected_divergence_names_its_condition() -> None:
     document = yaml.safe_load((REPO / "shadow_rules.yaml").read_text())
+    sections = {"defaults": document["defaults"], **document["entities"]}
     rules = [
         (entity, rule["id"], rule.get("when"))
-        for entity, section in document["entities"].items()
+        for entity, section in sections.items()
         for rule in section.get("expected", [])
     ]
     assert rules
     assert [r for r in rules if not r[2]] == []
+
+
+def test_two_stamps_of_one_write_are_expected_only_within_the_exchange() -> None:
+    sent = datetime(2026, 12, 7, 3, 34, 35, 990000, tzinfo=UTC)
+    window = (sent, sent + timedelta(milliseconds=30))
+
+    def workspace(stamp: str) -> RecordedResponse:
+        data = {"workspace_id": "ws_1", "workspace_name": "n", "updated_at": stamp}
+        return RecordedResponse(200, body=json.dumps({"status": True, "data": data}).encode())
+
+    def compare(method: str, legacy: str, new: str) -> list[tuple[Verdict, str | None]]:
+        path = "/workspace/updateWorkspace" if method == "POST" else "/workspace/getWorkspace"
+        result = compare_responses(
+            workspace(legacy),
+            workspace(new),
+            SHIPPED.for_entity("workspaces"),
+            endpoint=f"{method} {path}",
+            request=RecordedRequest(method, path, body=b"{}" if method == "POST" else b""),
+            window=window,
+        )
+        return [(d.verdict, d.rule) for d in result.differences]
+
+    # The write straddled a second: legacy stamped :35, the new side :36.
+    straddled = compare("POST", "2026-12-07 03:34:35", "2026-12-07 03:34:36")
+    assert straddled == [(Verdict.EXPECTED, "write-stamped-twice")]
+    # A stamp from another moment is no stamp of this write; a read's times must agree.
+    assert compare("POST", "2026-12-07 03:34:35", "2026-12-07 03:30:00")[0][0] is Verdict.REGRESSION
+    assert compare("GET", "2026-12-07 03:34:35", "2026-12-07 03:34:36")[0][0] is Verdict.REGRESSION
+    # Nor is a field that is not a time at all.
+    assert compare("POST", "2026-12-07 03:34:35", "soon")[0][0] is Verdict.REGRESSION
