@@ -22,6 +22,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import yaml
 
@@ -40,7 +41,7 @@ from strangler.demo_stack import REPO, _with_database
 from strangler.errors import DataError
 from strangler.mongo import close_database, open_database
 
-__all__ = ["register", "run_shadow_ci"]
+__all__ = ["Sides", "flag_table_with", "register", "run_shadow_ci"]
 
 DATABASE = "uzo_shadow_ci"
 SEED = 1  # the data set the shipped corpora's ids come from
@@ -77,13 +78,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(handler=_shadow_ci)
 
 
-def _new_side_rules(text: str, entities: Sequence[str]) -> str:
-    """The shipped flag table with ``entities`` in new and everything else in legacy."""
+def flag_table_with(text: str, entities: Sequence[str], mode: str, sample_rate: float = 0.0) -> str:
+    """The flag table ``text`` with ``entities`` in ``mode`` (comparing ``sample_rate`` of
+    their reads) and every other entity in legacy."""
     table = yaml.safe_load(text)
     for name, spec in table["entities"].items():
-        spec["mode"] = "new" if name in entities else "legacy"
+        spec["mode"] = mode if name in entities else "legacy"
         spec.pop("percent", None)
-        spec["sample_rate"] = 0.0
+        spec["sample_rate"] = sample_rate if name in entities else 0.0
     return yaml.safe_dump(table, sort_keys=False)
 
 
@@ -94,54 +96,83 @@ def _shadow_ci(args: argparse.Namespace) -> int:
     return asyncio.run(run_shadow_ci(args.cases, args.rules, args.junit, args.host, args.keep_logs))
 
 
+@dataclass
+class Sides:
+    """Both sides of one run, each a process: legacy mongod seeded with the corpora's data
+    set, legacy serve on it, and a fresh database backfilled from it. ``services`` stops
+    whatever was started, also after a failed start."""
+
+    services: Services
+    host: str
+    mongo_url: str
+    legacy_url: str
+    database_url: str
+
+    @classmethod
+    def plan(cls, run_dir: pathlib.Path, database: str, host: str, say: Say) -> Sides:
+        settings = load_settings()
+        database_url = _with_database(settings.database_url, database)
+        mongo_url = f"mongodb://{host}:{free_port(host)}/uzo"
+        legacy_url = f"http://{host}:{free_port(host)}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MONGO_URL": mongo_url,
+               "DATABASE_URL": database_url, "LEGACY_URL": legacy_url,
+               "REDIS_URL": settings.redis_url}  # fmt: skip
+        return cls(Services(run_dir, env, say), host, mongo_url, legacy_url, database_url)
+
+    async def start(self, say: Say) -> None:
+        """Start the legacy side and fill the new side's database (steps 1 to 3)."""
+        host, services = self.host, self.services
+        mongod_port = self.mongo_url.rsplit(":", 1)[1].split("/")[0]
+        legacy_port = self.legacy_url.rsplit(":", 1)[1]
+        await services.start("mongod", ["legacy", "mongod", "--host", host, "--port", mongod_port],
+                             _answers(host, int(mongod_port)))  # fmt: skip
+        db = open_database(self.mongo_url)
+        try:
+            summary = await seed_store(db, scale="small", seed=SEED)
+        finally:
+            await close_database(db)
+        say(f"1. legacy mongod {self.mongo_url}: {summary.lines()[0]}")
+        await _reset_database(self.database_url)
+        await services.run("schema-upgrade", ["schema", "upgrade"])
+        await services.start("legacy", ["legacy", "serve", "--host", host, "--port", legacy_port],
+                             _answers(host, int(legacy_port)))  # fmt: skip
+        say(f"2. legacy serve {self.legacy_url}; schema upgrade {redact_url(self.database_url)}")
+        _, output = await services.run("backfill", ["backfill", "all"])
+        say(f"3. backfill all: {_backfilled(output)}")
+
+    async def proxy(self, name: str, table: str, *options: str) -> tuple[str, str]:
+        """``proxy serve`` with flag table text ``table``: (its URL, its admin URL)."""
+        path = self.services.run_dir / f"{name}.rules.yaml"
+        path.write_text(table, "utf-8")
+        port, admin = free_port(self.host), free_port(self.host)
+        await self.services.start(
+            name,
+            ["proxy", "serve", "--host", self.host, "--port", str(port),
+             "--admin-port", str(admin), "--rules", str(path), *options],
+            _answers(self.host, port),
+        )  # fmt: skip
+        return f"http://{self.host}:{port}", f"http://{self.host}:{admin}"
+
+
 async def run_shadow_ci(cases: pathlib.Path, rules: pathlib.Path, junit: pathlib.Path | None,
                         host: str = "127.0.0.1", keep_logs: bool = False,
                         say: Say = print, database: str = DATABASE) -> int:  # fmt: skip
-    settings = load_settings()
     started = time.monotonic()
     flag_table = REPO / "routing_rules.yaml"
     endpoints = load_entity_endpoints(flag_table)
     corpora = load_corpora(cases, endpoints)  # a bad corpus stops it before anything starts
     entities = sorted({case_entity(c, endpoints) for corpus in corpora for c in corpus.cases})
-    database_url = _with_database(settings.database_url, database)
     run_dir = pathlib.Path(tempfile.mkdtemp(prefix="strangler-shadow-ci-"))
-    ports = {name: free_port(host) for name in ("mongod", "legacy", "proxy", "admin")}
-    mongo_url = f"mongodb://{host}:{ports['mongod']}/uzo"
-    legacy_url = f"http://{host}:{ports['legacy']}"
-    proxy_url = f"http://{host}:{ports['proxy']}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MONGO_URL": mongo_url,
-           "DATABASE_URL": database_url, "LEGACY_URL": legacy_url,
-           "REDIS_URL": settings.redis_url}  # fmt: skip
-    services = Services(run_dir, env, say)
+    sides = Sides.plan(run_dir, database, host, say)
+    services = sides.services
     result = 2
     say(f"shadow-ci: {sum(len(c.cases) for c in corpora)} cases in {len(corpora)} corpora "
         f"({', '.join(entities)}); services' logs in {run_dir}")  # fmt: skip
     try:
-        await services.start("mongod", ["legacy", "mongod", "--host", host,
-                                        "--port", str(ports["mongod"])],
-                             _answers(host, ports["mongod"]))  # fmt: skip
-        db = open_database(mongo_url)
-        try:
-            summary = await seed_store(db, scale="small", seed=SEED)
-        finally:
-            await close_database(db)
-        say(f"1. legacy mongod {mongo_url}: {summary.lines()[0]}")
-        await _reset_database(database_url)
-        await services.run("schema-upgrade", ["schema", "upgrade"])
-        await services.start("legacy", ["legacy", "serve", "--host", host,
-                                        "--port", str(ports["legacy"])],
-                             _answers(host, ports["legacy"]))  # fmt: skip
-        say(f"2. legacy serve {legacy_url}; schema upgrade {redact_url(database_url)}")
-        _, output = await services.run("backfill", ["backfill", "all"])
-        say(f"3. backfill all: {_backfilled(output)}")
-        table = run_dir / "routing_rules.yaml"
-        table.write_text(_new_side_rules(flag_table.read_text("utf-8"), entities), "utf-8")
-        await services.start(
-            "proxy",
-            ["proxy", "serve", "--host", host, "--port", str(ports["proxy"]),
-             "--admin-port", str(ports["admin"]), "--rules", str(table)],
-            _answers(host, ports["proxy"]),
-        )  # fmt: skip
+        await sides.start(say)
+        legacy_url = sides.legacy_url
+        table = flag_table_with(flag_table.read_text("utf-8"), entities, "new")
+        proxy_url, _ = await sides.proxy("proxy", table)
         say(f"4. proxy serve {proxy_url}: {', '.join(entities)} in new (PostgreSQL only)")
         replay = ["shadow", "replay", "--cases", str(cases), "--legacy", legacy_url,
                   "--new", proxy_url, "--rules", str(rules)]  # fmt: skip
