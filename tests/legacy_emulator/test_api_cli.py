@@ -110,3 +110,14 @@ def test_load_lists_a_bad_line_and_exits_non_zero(monkeypatch, capsys, tmp_path)
     (tmp_path / "connectors.json").write_text(f"{good}\n", encoding="utf-8")
     monkeypatch.setenv("MONGO_URL", f"memory://load-{time.time_ns()}")
     assert main(["legacy", "load", str(tmp_path)]) == 0
+
+
+def test_the_served_socket_sends_each_answer_at_once() -> None:
+    # Without TCP_NODELAY a kept-alive client waits out the peer's delayed ACK (~40 ms) for
+    # every answer after its first: the emulator then stands for a far slower legacy.
+    sock = bind_socket("127.0.0.1", _free_port())
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.proto == socket.IPPROTO_TCP  # what asyncio checks before it sets it too
+    finally:
+        sock.close()
