@@ -17,7 +17,8 @@ thing a comparator can say).
 - ``stale-version``: the new side refused an update as stale. The request's ``version`` is
   a whole number and legacy's answer shows a different stored one (legacy leaves
   ``version`` as it was on update, so its answer is the version the client should have
-  sent).
+  sent), or the new side's refusal names a current version ahead of legacy's (its own
+  updates bump it, and the reverse sync may not have carried that yet).
 - ``version-not-whole``: the new side refused an update's ``version`` as malformed. The
   request's ``version`` is not a whole number (nor a string of one).
 - ``only-removed``: a list shorter on the new side. The new list is legacy's with items
@@ -178,6 +179,9 @@ def _data_field(body: Any, name: str) -> Any:
     return data.get(name) if isinstance(data, dict) else None
 
 
+_CURRENT = re.compile(r"is not the current version (\d+)")
+
+
 def stale_version(
     difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
 ) -> str | None:
@@ -190,9 +194,19 @@ def stale_version(
     stored = _data_field(exchange.legacy, "version")
     if not isinstance(stored, int) or isinstance(stored, bool):
         return "legacy's answer shows no stored version to judge the request's against"
-    if stored == sent:
-        return f"the request sent version {sent}, the one legacy stores: nothing was stale"
-    return None
+    if stored != sent:
+        return None  # stale by legacy's own account
+    # The version legacy stores, and the new side names another as its current: the new
+    # side's own updates bump the version (update-bumps-version), so it may be ahead of a
+    # legacy the reverse sync has not reached. Behind legacy, it is wrong, not ahead.
+    message = exchange.new.get("message") if isinstance(exchange.new, dict) else None
+    found = _CURRENT.search(message) if isinstance(message, str) else None
+    current = int(found.group(1)) if found else None
+    if current is not None and current > stored:
+        return None
+    named = "names no current version" if current is None else f"names {current} as current"
+    return (f"the request sent version {sent}, the one legacy stores, and the new side "
+            f"{named}: nothing was stale")  # fmt: skip
 
 
 def version_not_whole(

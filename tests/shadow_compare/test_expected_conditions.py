@@ -108,7 +108,7 @@ def test_activity_ties_and_version_bumps_are_expected_only_as_declared() -> None
     assert "not legacy's 3 + 1" in jumped.differences[0].detail
 
 
-def _update(version: Any, legacy: Any, new_status: int) -> Any:
+def _update(version: Any, legacy: Any, new_status: int, message: str = "refused") -> Any:
     request = RecordedRequest(
         "POST",
         "/workflow/updateWorkflow",
@@ -117,7 +117,9 @@ def _update(version: Any, legacy: Any, new_status: int) -> Any:
     data = {"workflow_id": "wf_1", "version": legacy}
     return compare_responses(
         RecordedResponse(200, body=json.dumps({"status": True, "data": data}).encode()),
-        RecordedResponse(new_status, body=b'{"status": false, "message": "refused"}'),
+        RecordedResponse(
+            new_status, body=json.dumps({"status": False, "message": message}).encode()
+        ),
         SHIPPED.for_entity("workspaces"),
         endpoint="POST /workflow/updateWorkflow",
         request=request,
@@ -134,6 +136,12 @@ def test_a_409_is_expected_only_for_a_version_legacy_shows_to_be_stale() -> None
     assert difference.verdict is Verdict.REGRESSION
     assert "not stale-version-409 (stale-version)" in difference.detail
     assert "nothing was stale" in difference.detail
+    # Ahead of legacy by its own bump: stale from where the new side stands.
+    refusal = "Workflow was changed by someone else: version 5 is not the current version {}"
+    ahead = _update(5, legacy=5, new_status=409, message=refusal.format(6))
+    assert [d.verdict for d in ahead.differences] == [Verdict.EXPECTED]
+    behind = _update(5, legacy=5, new_status=409, message=refusal.format(4))
+    assert [d.verdict for d in behind.differences] == [Verdict.REGRESSION]
 
 
 def test_a_400_is_expected_only_for_a_version_that_is_not_a_whole_number() -> None:
