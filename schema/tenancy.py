@@ -41,8 +41,13 @@ async def enter_tenant(conn: _Executor, subscription_id: str) -> None:
     """Scope the current transaction to one tenant, as ``strangler_app``."""
     if not subscription_id:
         raise ValueError("a tenant transaction needs a subscription_id")
-    await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, subscription_id)
-    await conn.execute(f"SET LOCAL ROLE {APP_ROLE}")
+    # One round trip: set_config('role', ..., true) is SET LOCAL ROLE.
+    await conn.execute(
+        "SELECT set_config($1, $2, true), set_config('role', $3, true)",
+        TENANT_SETTING,
+        subscription_id,
+        APP_ROLE,
+    )
 
 
 async def enter_sync(conn: _Executor) -> None:

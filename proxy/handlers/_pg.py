@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ from strangler.exchange import NewSideHandler, RecordedRequest, RecordedResponse
 from strangler.tokens import Caller, InvalidToken, caller_from_authorization
 
 __all__ = [
+    "LISTED_TOTAL",
     "ApiError",
     "Call",
     "CallHandler",
@@ -48,6 +49,7 @@ __all__ = [
     "error_response",
     "json_response",
     "listed",
+    "listed_total",
     "moment_of",
     "ok",
     "record_activity",
@@ -172,6 +174,23 @@ def endpoint(jwt_secret: str, clock: Callable[[], float], handler: CallHandler) 
     serve.__name__ = handler.__name__
     serve.__doc__ = handler.__doc__
     return serve
+
+
+# A list's total in the same query as its page (one round trip): ``listed_total`` reads it.
+LISTED_TOTAL = "count(*) OVER () AS listed_total"
+
+
+async def listed_total(
+    conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], skip: int, count_sql: str,
+    *args: Any,
+) -> int:  # fmt: skip
+    if rows:
+        total: int = rows[0]["listed_total"]
+        return total
+    if skip == 0:
+        return 0
+    counted: int = await conn.fetchval(count_sql, *args)
+    return counted
 
 
 # --- the tenant transaction -----------------------------------------------------------------------

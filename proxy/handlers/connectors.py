@@ -35,12 +35,14 @@ from migrators.entities.common import RENAMED
 from migrators.entities.connectors import SPECS
 from migrators.spec import Document, MappingContext, Quarantined, Row
 from proxy.handlers._pg import (
+    LISTED_TOTAL,
     ApiError,
     Call,
     created,
     endpoint,
     ensure_subscription,
     listed,
+    listed_total,
     ok,
     record_activity,
     record_outbox,
@@ -134,6 +136,7 @@ def _with_round_trip(detail: Mapping[str, Any], stored: Any) -> dict[str, Any]:
 
 def _decoded(row: Mapping[str, Any]) -> Row:
     values = dict(row)
+    values.pop("listed_total", None)  # a list's total, read beside its page
     for name in _JSONB:
         if isinstance(values.get(name), str):
             values[name] = json.loads(values[name])
@@ -234,16 +237,17 @@ class ConnectorHandlers:
         page = call.page()
         async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
             where = "NOT is_deleted AND ($1::text IS NULL OR connector_type = $1)"
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM connectors WHERE {where}", connector_type
-            )
             rows = await conn.fetch(
-                f"SELECT {_ROW} FROM connectors WHERE {where} "
+                f"SELECT {_ROW}, {LISTED_TOTAL} FROM connectors WHERE {where} "
                 "ORDER BY created_at DESC NULLS LAST, connector_id LIMIT $2 OFFSET $3",
                 connector_type,
                 page.per_page,
                 page.skip,
             )
+            total = await listed_total(
+                conn, rows, page.skip, f"SELECT count(*) FROM connectors WHERE {where}",
+                connector_type,
+            )  # fmt: skip
         items = [render_connector(self.document_of(row)) for row in rows]
         return listed("Connectors fetched successfully", items, total)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from proxy.handlers._pg import ApiError, Call, record_outbox
+from proxy.handlers._pg import LISTED_TOTAL, ApiError, Call, listed_total, record_outbox
 
 __all__ = [
     "DOCUMENT_ENTITIES",
@@ -90,20 +90,6 @@ VISIBLE_WORKFLOW = """
 
 # Added to a page's select list: the count of every matching row rides on the page's rows,
 # so a list costs one query; only a page past the end needs the count on its own.
-LISTED_TOTAL = "count(*) OVER () AS listed_total"
-
-
-async def listed_total(
-    conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], skip: int, count_sql: str,
-    *args: Any,
-) -> int:  # fmt: skip
-    if rows:
-        total: int = rows[0]["listed_total"]
-        return total
-    if skip == 0:
-        return 0
-    counted: int = await conn.fetchval(count_sql, *args)
-    return counted
 
 
 def _name_of(column: str) -> str:
