@@ -90,12 +90,17 @@ class Services:
     def _argv(self, args: Sequence[str]) -> list[str]:
         return [sys.executable, "-m", "strangler.cli", *args]
 
-    async def start(self, name: str, args: Sequence[str], ready: Callable[[], bool]) -> Service:
+    async def start(self, name: str, args: Sequence[str], ready: Callable[[], bool],
+                    env: dict[str, str] | None = None) -> Service:  # fmt: skip
+        """Start a service (``env``: settings that differ from the run's) and wait for it."""
         log = self.run_dir / f"{name}.log"
         out = log.open("wb")
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._argv(args), stdout=out, stderr=asyncio.subprocess.STDOUT, env=self.env
+                *self._argv(args),
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**self.env, **(env or {})},
             )
         finally:
             out.close()

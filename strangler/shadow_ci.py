@@ -119,8 +119,12 @@ class Sides:
                "REDIS_URL": settings.redis_url}  # fmt: skip
         return cls(Services(run_dir, env, say), host, mongo_url, legacy_url, database_url)
 
-    async def start(self, say: Say) -> None:
-        """Start the legacy side and fill the new side's database (steps 1 to 3)."""
+    async def start(self, say: Say, legacy_in_memory: bool = False) -> None:
+        """Start the legacy side and fill the new side's database (steps 1 to 3).
+
+        ``legacy_in_memory``: ``legacy serve`` keeps its own in-process copy of the same data
+        set (the generator is deterministic) instead of reading ``legacy mongod``, whose
+        wire-protocol test server would weigh on every legacy answer (for benchmarks)."""
         host, services = self.host, self.services
         mongod_port = self.mongo_url.rsplit(":", 1)[1].split("/")[0]
         legacy_port = self.legacy_url.rsplit(":", 1)[1]
@@ -134,8 +138,14 @@ class Sides:
         say(f"1. legacy mongod {self.mongo_url}: {summary.lines()[0]}")
         await _reset_database(self.database_url)
         await services.run("schema-upgrade", ["schema", "upgrade"])
-        await services.start("legacy", ["legacy", "serve", "--host", host, "--port", legacy_port],
-                             _answers(host, int(legacy_port)))  # fmt: skip
+        if legacy_in_memory:
+            await services.start("legacy", ["legacy", "serve", "--host", host, "--port",
+                                            legacy_port, "--with-data", "small"],
+                                 _answers(host, int(legacy_port)),
+                                 env={"MONGO_URL": "memory://legacy"})  # fmt: skip
+        else:
+            await services.start("legacy", ["legacy", "serve", "--host", host, "--port",
+                                            legacy_port], _answers(host, int(legacy_port)))  # fmt: skip
         say(f"2. legacy serve {self.legacy_url}; schema upgrade {redact_url(self.database_url)}")
         _, output = await services.run("backfill", ["backfill", "all"])
         say(f"3. backfill all: {_backfilled(output)}")
