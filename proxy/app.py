@@ -70,8 +70,11 @@ class ProxyApp:
         consistency: ConsistencyStore | None = None,
         write_deadline: float = 30.0,
         touched: TouchedRecorder | None = None,
+        shadow_new: LegacyForwarder | None = None,
     ) -> None:
         self.tables = tables
+        # Where a comparison asks the new side (None: its handler, in this process).
+        self._shadow_new = shadow_new
         self.fences = fences
         self.legacy = legacy
         self.websockets = websockets
@@ -263,10 +266,22 @@ class ProxyApp:
             route,
             request,
             primary,
-            _timed_new_side(handler, request),
+            self._new_side_call(handler, request),
             lambda: self.legacy.record(request),
         )
         return status
+
+    def _new_side_call(
+        self, handler: NewSideHandler, request: RecordedRequest
+    ) -> Callable[[], Awaitable[RecordedResponse]]:
+        if self._shadow_new is None:
+            return _timed_new_side(handler, request)
+        remote = self._shadow_new
+
+        async def call() -> RecordedResponse:
+            return dataclasses.replace(await remote.record(request), side="new")
+
+        return call
 
     async def _serve_new(
         self,

@@ -87,6 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default="shadow_rules.yaml",
         help="comparison rules for the shadow comparator (used when the file exists)",
     )
+    s.add_argument(
+        "--shadow-new-url",
+        metavar="URL",
+        help="shadow and canary comparisons ask the new side at URL (a proxy serving those "
+        "entities in new) instead of running its handlers here: the comparisons' PostgreSQL "
+        "work then leaves this process (default: in-process)",
+    )
     s.set_defaults(handler=_serve)
 
     c = commands.add_parser(
@@ -177,6 +184,7 @@ async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
         watch_interval=args.watch_interval,
         upstream_client=args.upstream_client,
         engine=args.engine,
+        shadow_new_url=args.shadow_new_url,
     )
     async with AsyncExitStack() as stack:
         deps = await _open_services(stack, settings, required_services(HANDLER_MODULES))

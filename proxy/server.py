@@ -57,6 +57,9 @@ class ProxyConfig:
     # "fast": the proxy port is served by proxy/engine.py (legacy mode forwarded by callbacks,
     # the rest by the ASGI app in-process); "asgi": uvicorn serves the ASGI app for all.
     engine: str = "fast"
+    # Shadow and canary comparisons ask the new side here (a proxy serving those entities
+    # in new) instead of running its handlers in this process; None: in-process.
+    shadow_new_url: str | None = None
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
 
 
@@ -114,6 +117,19 @@ class ProxyInstance:
         legacy = LegacyForwarder(
             self.upstream, on_failure=lambda kind: self.metrics.upstream_error("legacy", kind)
         )
+        self.shadow_new_upstream = (
+            None
+            if config.shadow_new_url is None
+            else client(config.shadow_new_url, config.timeouts)
+        )
+        shadow_new = (
+            None
+            if self.shadow_new_upstream is None
+            else LegacyForwarder(
+                self.shadow_new_upstream,
+                on_failure=lambda kind: self.metrics.upstream_error("new", kind),
+            )
+        )
         self.app = ProxyApp(
             self.tables,
             self.fences,
@@ -126,6 +142,7 @@ class ProxyInstance:
             consistency=consistency,
             write_deadline=config.timeouts.read,
             touched=touched,
+            shadow_new=shadow_new,
         )
         self.admin_app = build_admin_app(self.tables, self.fences, self.metrics, config.instance)
         self._servers: list[_SharedLoopServer] = []
@@ -161,6 +178,8 @@ class ProxyInstance:
             self._sockets[0].close()
             raise
         await self.upstream.start()
+        if self.shadow_new_upstream is not None:
+            await self.shadow_new_upstream.start()
         await self.websockets.start()
         served: list[tuple[Any, socket.socket]] = [(self.admin_app, self._sockets[1])]
         if self.config.engine == "fast":
@@ -209,6 +228,8 @@ class ProxyInstance:
         self._servers.clear()
         await self.websockets.close()
         await self.upstream.close()
+        if self.shadow_new_upstream is not None:
+            await self.shadow_new_upstream.close()
         for sock in self._sockets:
             sock.close()
 

@@ -61,6 +61,7 @@ async def start_proxy(
         limits: Limits | None = None,
         registry: HandlerRegistry | None = None,
         consistency: ConsistencyStore | None = None,
+        shadow_new_url: str | None = None,
     ) -> ProxyInstance:
         path = write_rules(tmp_path / f"rules{len(started)}.yaml", rules or rules_data())
         config = ProxyConfig(
@@ -74,6 +75,7 @@ async def start_proxy(
             watch_interval=0.1,
             instance="test",
             engine=engine,
+            shadow_new_url=shadow_new_url,
         )
         instance = ProxyInstance(
             config,

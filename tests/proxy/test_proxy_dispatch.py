@@ -95,6 +95,31 @@ async def test_shadow_serves_legacy_and_submits_sampled_reads(start_proxy, http)
     )
 
 
+async def test_shadow_can_ask_a_new_side_running_apart(start_proxy, http) -> None:
+    # A proxy serving connectors in new stands for the new side; the shadow proxy's
+    # comparisons ask it over HTTP (--shadow-new-url) and never run a handler in-process.
+    remote, here = NewSide(), NewSide()
+    new_side = await start_proxy(
+        rules=rules_data(connectors={"mode": "new"}), handlers=_handlers(remote)
+    )
+    sink = RecordingSink()
+    proxy = await start_proxy(
+        rules=rules_data(connectors={"mode": "shadow", "sample_rate": 1.0}),
+        handlers=_handlers(here, CONNECTOR_READS),
+        sink=sink,
+        shadow_new_url=new_side.url,
+    )
+    resp = await http.get(proxy.url + "/connectors/getConnector?connector_id=cn_1", headers=_auth())
+    assert resp.json()["data"]["origin"] == "legacy"
+    [(_, _, request, _, other)] = sink.submitted
+    compared = await other()
+    assert compared.side == "new" and compared.status == 200
+    assert json.loads(compared.body)["data"]["origin"] == "new"
+    assert [call.query for call in remote.calls] == [{"connector_id": "cn_1"}]
+    assert remote.calls[0].header("authorization") == request.header("authorization")
+    assert here.calls == []
+
+
 async def test_shadow_with_zero_sample_rate_submits_nothing(start_proxy, http) -> None:
     sink = RecordingSink()
     proxy = await start_proxy(

@@ -24,6 +24,22 @@ def test_a_minted_token_names_its_caller() -> None:
     assert (caller.user_id, caller.subscription_id) == ("usr_0123456789ab", "sub_0123456789ab")
 
 
+def test_a_token_verified_once_still_expires_and_binds_its_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import strangler.tokens as tokens
+
+    now = 2_000_000_000.0
+    token = mint_token(SECRET, "usr_0123456789ab", "sub_0123456789ab", ttl_seconds=60, now=now)
+    monkeypatch.setattr(tokens.time, "time", lambda: now + 1)
+    assert verify_token(SECRET, token).user_id == "usr_0123456789ab"
+    with pytest.raises(InvalidToken):  # known, but under another secret: decoded, refused
+        verify_token("another-secret-entirely-and-long-enough-too", token)
+    monkeypatch.setattr(tokens.time, "time", lambda: now + 61)
+    with pytest.raises(InvalidToken, match="expired"):
+        verify_token(SECRET, token)  # the remembered verification does not outlive exp
+
+
 @pytest.mark.parametrize(
     "header",
     [None, "", "Basic abc", "Bearer ", "Bearer not.a.jwt"],
