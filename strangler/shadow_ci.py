@@ -138,14 +138,13 @@ class Sides:
         say(f"1. legacy mongod {self.mongo_url}: {summary.lines()[0]}")
         await _reset_database(self.database_url)
         await services.run("schema-upgrade", ["schema", "upgrade"])
+        serve = ["legacy", "serve", "--host", host, "--port", legacy_port]
         if legacy_in_memory:
-            await services.start("legacy", ["legacy", "serve", "--host", host, "--port",
-                                            legacy_port, "--with-data", "small"],
+            await services.start("legacy", [*serve, "--with-data", "small"],
                                  _answers(host, int(legacy_port)),
                                  env={"MONGO_URL": "memory://legacy"})  # fmt: skip
         else:
-            await services.start("legacy", ["legacy", "serve", "--host", host, "--port",
-                                            legacy_port], _answers(host, int(legacy_port)))  # fmt: skip
+            await services.start("legacy", serve, _answers(host, int(legacy_port)))
         say(f"2. legacy serve {self.legacy_url}; schema upgrade {redact_url(self.database_url)}")
         _, output = await services.run("backfill", ["backfill", "all"])
         say(f"3. backfill all: {_backfilled(output)}")

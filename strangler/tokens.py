@@ -44,8 +44,30 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+# Tokens already verified, with their expiry: a client sends the same token on every
+# request, and decoding it again costs more than a small read (each is still checked for
+# expiry at every use). Bounded: emptied when full. Only successes are kept.
+_VERIFIED: dict[tuple[str, str], tuple[Caller, float]] = {}
+_VERIFIED_MAX = 4096
+
+
 def verify_token(secret: str, token: str) -> Caller:
     """The caller a token names; raises :class:`InvalidToken` for anything else."""
+    known = _VERIFIED.get((secret, token))
+    if known is not None:
+        caller, expires = known
+        if expires <= time.time():
+            _VERIFIED.pop((secret, token), None)
+            raise InvalidToken("Signature has expired")
+        return caller
+    caller, expires = _decode(secret, token)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[(secret, token)] = (caller, expires)
+    return caller
+
+
+def _decode(secret: str, token: str) -> tuple[Caller, float]:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
     except jwt.PyJWTError as exc:
@@ -55,7 +77,8 @@ def verify_token(secret: str, token: str) -> Caller:
     if not isinstance(user_id, str) or not isinstance(subscription_id, str):
         raise InvalidToken("token lacks UserId or subscription_id")
     email = claims.get("email")
-    return Caller(user_id, subscription_id, email if isinstance(email, str) else None)
+    caller = Caller(user_id, subscription_id, email if isinstance(email, str) else None)
+    return caller, float(claims["exp"])
 
 
 def caller_from_authorization(secret: str, header: str | None) -> Caller:
