@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-PACKAGES := strangler proxy migrators shadow_compare schema legacy_emulator
+PACKAGES := strangler proxy migrators shadow_compare schema legacy_emulator control
 
 .PHONY: install demo test lint shadow-ci bench bench-tools clean
 

@@ -1,4 +1,5 @@
-"""``strangler backfill|sync|verify|dlq|secrets|flags``: the migration commands.
+"""``strangler backfill|sync|verify|dlq|secrets|rehearse|reverse-sync``: the migration
+commands (``flags`` is the control plane's: control/cli.py).
 
 Each command group lives in its own module with a ``register(subparsers)``;
 this module only lists them.
@@ -15,7 +16,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "migrators.cli_verify",
     "migrators.cli_secrets",
     "migrators.cli_dlq",
-    "migrators.cli_flags",
     "migrators.cli_rehearse",
     "migrators.cli_reverse",
 )

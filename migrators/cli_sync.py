@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from migrators.consistency import ConsistencyStore
 from migrators.crypto import SecretBox
 from migrators.feeds import Feed, FeedBatch
 from migrators.feeds.change_stream import (
@@ -25,7 +26,6 @@ from migrators.spec import EntitySpec
 from migrators.stores import legacy_database
 from migrators.sync import SyncOptions, SyncWorker
 from migrators.touched import TouchedReader
-from proxy.consistency import ConsistencyStore
 from strangler.cli import run_async
 from strangler.config import Settings, load_settings
 from strangler.errors import ConfigError, DataError

@@ -21,7 +21,7 @@
 5. publishes its lag (``strangler_sync_lag_seconds{entity,feed}``) and applied
    events, and beats in ``migration_sync_status`` (:mod:`migrators.sync_status`);
 6. with ``watermarks`` (the proxies' read-your-writes store,
-   :class:`proxy.consistency.ConsistencyStore`), publishes after each commit that
+   :class:`migrators.consistency.ConsistencyStore`), publishes after each commit that
    caught the feed up, and whenever the feed was found empty, the moment its read
    began: every change older than that is applied, which releases the canary reads
    pinned to legacy after a tenant's write (docs/new_side.md section 4).

@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from migrators.consistency import ConsistencyStore
 from proxy.canary import in_canary
-from proxy.consistency import ConsistencyStore
 from proxy.fence import FenceBoard
 from proxy.forward import (
     Capture,
@@ -195,7 +195,7 @@ class ProxyApp:
         self, route: Route, scope: dict[str, Any], receive: Any, send: Any, hdrs: UpstreamHeaders
     ) -> int:
         """A canary write goes to legacy; its tenant's reads are pinned there until the
-        forward sync has carried it to PostgreSQL (proxy/consistency.py)."""
+        forward sync has carried it to PostgreSQL (migrators/consistency.py)."""
         entity = route.entity.name
         tenant = self._subscription(scope)
         if tenant is not None:

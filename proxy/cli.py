@@ -9,8 +9,8 @@ import pathlib
 from contextlib import AsyncExitStack
 from typing import Any
 
+from migrators.consistency import ConsistencyStore
 from proxy.app import Limits
-from proxy.consistency import ConsistencyStore
 from proxy.endpoints import ENTITIES
 from proxy.fence import MAX_FENCE_SECONDS
 from proxy.fence_client import lift_fence, set_fence

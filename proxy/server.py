@@ -21,9 +21,9 @@ from typing import Any
 
 import uvicorn
 
+from migrators.consistency import ConsistencyStore
 from proxy.admin import build_admin_app
 from proxy.app import Limits, ProxyApp
-from proxy.consistency import ConsistencyStore
 from proxy.engine import FastServer
 from proxy.fence import FenceBoard
 from proxy.forward import LegacyForwarder

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "proxy.cli",
     "shadow_compare.cli",
     "migrators.cli",
+    "control.cli",
     "strangler.demo",
     "strangler.shadow_ci",
 )

@@ -9,7 +9,7 @@ import shlex
 import time
 from typing import Any
 
-from migrators.cli_flags import touched_backlog
+from control.cli import touched_backlog
 from migrators.registry import default_registry
 from migrators.reverse import pending_count
 from proxy.canary import in_canary, percent_threshold

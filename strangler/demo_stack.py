@@ -29,6 +29,7 @@ import uvicorn
 from legacy_emulator.app import create_app
 from legacy_emulator.generator import SeedSummary, seed_store
 from migrators.backfill import backfill_entity
+from migrators.consistency import ConsistencyStore
 from migrators.crypto import SecretBox
 from migrators.feeds.metrics import SyncMetrics
 from migrators.feeds.polling import PollingFeed
@@ -38,7 +39,6 @@ from migrators.reverse import apply_pending
 from migrators.spec import EntitySpec
 from migrators.sync import SyncOptions, SyncWorker
 from migrators.touched import TouchedReader
-from proxy.consistency import ConsistencyStore
 from proxy.handlers import HANDLER_MODULES
 from proxy.metrics import ProxyMetrics
 from proxy.registry import HandlerDeps, load_handler_modules

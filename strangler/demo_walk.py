@@ -1,10 +1,10 @@
 """The walk: each entity through ``legacy -> shadow -> canary 50 -> new -> legacy`` with the
-flags API (``migrators.flags``, what ``strangler flags plan/set`` run), gates evaluated and
+flags API (``control.flags``, what ``strangler flags plan/set`` run), gates evaluated and
 printed before each step, the shadow report printed after a dwell with traffic.
 
 An entity of the flag table may span several migration entities (the workspace tree is
 four: workflows, workspaces, versions, backups, which switch together), so the gates
-(``LiveProbes``) and the drain of a switch (``migrators.cli_flags.drain_check``) look at
+(``LiveProbes``) and the drain of a switch (``control.cli.drain_check``) look at
 all of them.
 
 Gates are never forced. Into canary, the comparator needs evidence: the walk keeps the
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import asyncpg
 
-from migrators.cli_flags import LiveProbes, drain_check
-from migrators.flags import (
+from control.cli import LiveProbes, drain_check
+from control.flags import (
     Change,
     Gate,
     GateConfig,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from migrators.cli_flags import LiveProbes, drain_check
-from migrators.flags import Change
+from control.cli import LiveProbes, drain_check
+from control.flags import Change
 from migrators.registry import UnknownEntity, default_registry
 from strangler.config import load_settings
 

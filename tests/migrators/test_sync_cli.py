@@ -14,12 +14,12 @@ import redis.asyncio as aioredis
 from legacy_emulator.generator import SeedSummary
 from migrators import cli_sync
 from migrators.cli_sync import run_sync
+from migrators.consistency import ConsistencyStore
 from migrators.feeds.sweep import Sweeper
 from migrators.registry import default_registry
 from migrators.spec import MappingContext
 from migrators.sync_status import sync_status
 from migrators.touched import record_touched, stream_key
-from proxy.consistency import ConsistencyStore
 from strangler.config import Settings
 from strangler.mongo import Database
 

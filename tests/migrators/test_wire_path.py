@@ -23,8 +23,8 @@ from legacy_emulator.wire import CommandEngine, WireServer
 from migrators.cli_backfill import run_backfill
 from migrators.cli_sync import run_sync
 from migrators.cli_verify import run_verify
+from migrators.consistency import ConsistencyStore
 from migrators.rehearse import rehearse
-from proxy.consistency import ConsistencyStore
 from strangler.config import ConnectorKeys, Settings
 from strangler.errors import ConfigError
 from strangler.mongo import Database, open_database

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from new_side_support import Sides, Tenant, insert_connector_row
 
-from proxy.consistency import (
+from migrators.consistency import (
     ConsistencyStore,
     WriteMark,
     choose_read_side,

@@ -26,12 +26,12 @@ from new_side_support import (
 )
 from test_flags import set_args, settings_for
 
+from control.cli import proxy_fences, run_set, show_lines
+from control.flags import SwitchFailed, SwitchSteps, plan_change, read_flags, switch_with_fence
 from legacy_emulator.app import create_app
-from migrators.cli_flags import proxy_fences, run_set, show_lines
 from migrators.crypto import SecretBox
 from migrators.feeds.polling import PollingFeed
 from migrators.feeds.sweep import Sweeper
-from migrators.flags import SwitchFailed, SwitchSteps, plan_change, read_flags, switch_with_fence
 from migrators.origin import strip_origin
 from migrators.reverse import apply_pending
 from migrators.sync import SyncOptions, SyncWorker

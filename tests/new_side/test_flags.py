@@ -17,10 +17,10 @@ import asyncpg
 import pytest
 from new_side_support import KEYS, SECRET, Tenant, connector_document, insert_connector_row
 
-from migrators.cli_flags import run_set, show_lines
+from control.cli import run_set, show_lines
+from control.flags import GatesFailed, edit_rules_text, plan_change, read_flags
 from migrators.crypto import SecretBox
 from migrators.feeds.leadership import hold_leadership
-from migrators.flags import GatesFailed, edit_rules_text, plan_change, read_flags
 from migrators.sync_status import beat
 from strangler.config import Settings
 from strangler.errors import DataError
@@ -72,7 +72,7 @@ def read_text(path: Path) -> str:
 
 
 def read_flags_text(text: str) -> dict[str, tuple[str, float]]:
-    from migrators.flags import parse_table
+    from control.flags import parse_table
 
     return {name: (e.mode, e.percent) for name, e in parse_table(text, "x").entities.items()}
 
@@ -229,7 +229,7 @@ async def test_the_touched_backlog_counts_what_the_forward_sync_has_not_applied(
 ) -> None:
     import redis.asyncio as aioredis
 
-    from migrators.cli_flags import touched_backlog
+    from control.cli import touched_backlog
     from migrators.touched import TouchedReader, record_touched, stream_key
 
     entity = f"probe{uuid.uuid4().hex[:8]}"

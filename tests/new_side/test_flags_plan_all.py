@@ -7,9 +7,9 @@ import argparse
 import shutil
 from pathlib import Path
 
-from migrators.cli_flags import run_plan_all
-from migrators.flags import FlagRow, Gate, GateConfig
-from migrators.flags_plan import migration_order, plan_all_new
+from control.cli import run_plan_all
+from control.flags import FlagRow, Gate, GateConfig
+from control.plan import migration_order, plan_all_new
 from migrators.registry import default_registry
 from strangler.config import Settings
 

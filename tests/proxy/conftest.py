@@ -16,8 +16,8 @@ from proxy_support import (
     write_rules,
 )
 
+from migrators.consistency import ConsistencyStore
 from proxy.app import Limits
-from proxy.consistency import ConsistencyStore
 from proxy.registry import HandlerRegistry, registry_from_mapping
 from proxy.server import ProxyConfig, ProxyInstance
 from proxy.shadow import CountingDropSink

@@ -8,7 +8,7 @@ import time
 import redis.asyncio as aioredis
 from proxy_support import free_port, rules_data, token
 
-from proxy.consistency import ConsistencyStore
+from migrators.consistency import ConsistencyStore
 from strangler.exchange import RecordedRequest, RecordedResponse
 
 READS = ("GET /connectors/getConnectors", "GET /connectors/getConnector")

@@ -21,12 +21,12 @@ import uvicorn
 from proxy_support import SECRET, free_port, rules_data, token, write_rules
 
 from legacy_emulator.app import create_app
+from migrators.consistency import ConsistencyStore
 from migrators.crypto import SecretBox
 from migrators.feeds.polling import PollingFeed
 from migrators.registry import default_registry
 from migrators.sync import SyncOptions, SyncWorker
 from migrators.touched import record_touched, stream_key
-from proxy.consistency import ConsistencyStore
 from proxy.registry import registry_from_mapping
 from proxy.server import ProxyConfig, ProxyInstance
 from proxy.shadow import CountingDropSink

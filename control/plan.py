@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from migrators.flags import Change, FlagRow, Gate, GateConfig, GateProbes, evaluate_gates
+from control.flags import Change, FlagRow, Gate, GateConfig, GateProbes, evaluate_gates
 from migrators.registry import SpecRegistry
 
 __all__ = ["EntityPlan", "WholePlan", "migration_order", "plan_all_new"]

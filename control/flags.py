@@ -252,7 +252,7 @@ def write_rules_atomically(path: str, text: str) -> None:
 
 
 class GateProbes(Protocol):
-    """Where the gates look; :mod:`migrators.cli_flags` wires the live ones."""
+    """Where the gates look; :mod:`control.cli` wires the live ones."""
 
     async def backfill_pending(self, entity: str) -> list[str]:
         """The entity and dependencies whose backfill has not completed."""

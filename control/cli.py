@@ -14,8 +14,7 @@ import httpx
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from migrators.crypto import SecretBox
-from migrators.flags import (
+from control.flags import (
     Change,
     Gate,
     GateConfig,
@@ -31,7 +30,8 @@ from migrators.flags import (
     wait_for_table_hash,
     write_rules_atomically,
 )
-from migrators.flags_plan import WholePlan, plan_all_new
+from control.plan import WholePlan, plan_all_new
+from migrators.crypto import SecretBox
 from migrators.registry import UnknownEntity, default_registry
 from migrators.reverse import pending_count
 from migrators.stores import legacy_store
