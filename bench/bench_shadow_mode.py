@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from strangler.config import load_settings
+from strangler.demo_processes import remove_run_dir
 from strangler.shadow_ci import Sides, flag_table_with
 from strangler.tokens import mint_token
 
@@ -263,14 +264,7 @@ async def run(rate: float, seconds: float, rounds: int, saturate: float, workers
                              workers)  # fmt: skip
     finally:
         await sides.services.stop()
-        _remove(run_dir)
-
-
-def _remove(run_dir: pathlib.Path) -> None:
-    with contextlib.suppress(OSError):
-        for log in run_dir.iterdir():
-            log.unlink()
-        run_dir.rmdir()
+        remove_run_dir(run_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -92,6 +92,9 @@ def _gate_arguments(parser: argparse.ArgumentParser, *, rate: float, samples: in
     )
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     parser.add_argument(
+        "--junit", type=Path, help="also write the report as JUnit XML to this file (for CI)"
+    )
+    parser.add_argument(
         "--flag-table",
         type=Path,
         default=DEFAULT_FLAG_TABLE,
@@ -185,11 +188,16 @@ def _gates(args: argparse.Namespace) -> Gates:
 def _emit(report: Report, args: argparse.Namespace) -> int:
     text = render(report, args.format)
     sys.stdout.write(text)
-    if args.output is not None:
+    for option, path, content in (
+        ("--output", args.output, text),
+        ("--junit", args.junit, render(report, "junit") if args.junit is not None else ""),
+    ):
+        if path is None:
+            continue
         try:
-            args.output.write_text(text, encoding="utf-8")
+            path.write_text(content, encoding="utf-8")
         except OSError as exc:
-            raise DataError(f"--output {args.output}: cannot write ({exc.strerror})") from exc
+            raise DataError(f"{option} {path}: cannot write ({exc.strerror})") from exc
     return 0 if report.passed else 1
 
 

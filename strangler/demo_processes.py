@@ -40,7 +40,7 @@ from strangler.demo_traffic import Tenant, Traffic, tenant_of
 from strangler.errors import StranglerError
 from strangler.mongo import Database, close_database, open_database
 
-__all__ = ["ProcessFailed", "Services", "run_processes"]
+__all__ = ["ProcessFailed", "Services", "remove_run_dir", "run_processes"]
 
 Say = Callable[[str], None]
 # The walk's steps, as an operator runs them (the in-process demo's, for one entity).
@@ -147,6 +147,14 @@ class Services:
                     service.process.kill()
                     await service.process.wait()
         self.started.clear()
+
+
+def remove_run_dir(run_dir: pathlib.Path) -> None:
+    """Delete a run's directory of service logs (a run that passed needs none of them)."""
+    with contextlib.suppress(OSError):
+        for log in run_dir.iterdir():
+            log.unlink()
+        run_dir.rmdir()
 
 
 def _answers(host: str, port: int) -> Callable[[], bool]:
@@ -353,7 +361,4 @@ async def run_processes(settings: Settings, options: ProcessOptions, say: Say = 
             await close_database(db)
         await services.stop()
         if own_dir and result == 0:  # a failed run keeps its services' logs
-            with contextlib.suppress(OSError):
-                for log in run_dir.iterdir():
-                    log.unlink()
-                run_dir.rmdir()
+            remove_run_dir(run_dir)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import pathlib
@@ -36,6 +35,7 @@ from strangler.demo_processes import (
     _answers,
     _reset_database,
     free_port,
+    remove_run_dir,
 )
 from strangler.demo_stack import REPO, _with_database
 from strangler.errors import DataError
@@ -189,15 +189,9 @@ async def run_shadow_ci(cases: pathlib.Path, rules: pathlib.Path, junit: pathlib
         proxy_url, _ = await sides.proxy("proxy", table)
         say(f"4. proxy serve {proxy_url}: {', '.join(entities)} in new (PostgreSQL only)")
         replay = ["shadow", "replay", "--cases", str(cases), "--legacy", legacy_url,
-                  "--new", proxy_url, "--rules", str(rules)]  # fmt: skip
+                  "--new", proxy_url, "--rules", str(rules),
+                  *(["--junit", str(junit)] if junit is not None else [])]  # fmt: skip
         status, output = await services.run("replay", replay, check=False)
-        if junit is not None:
-            await services.run("replay-junit", ["shadow", "report", "--run", _run_id(output),
-                                                "--since", "1h", "--format", "junit",
-                                                "--output", str(junit), "--min-samples", "1",
-                                                "--max-regression-rate", "0",
-                                                "--gate-on", "observed"],
-                               check=False)  # fmt: skip
         say("5. strangler shadow replay (legacy emulator vs new side):")
         for line in output.splitlines():
             say(f"   {line}")
@@ -214,14 +208,7 @@ async def run_shadow_ci(cases: pathlib.Path, rules: pathlib.Path, junit: pathlib
     finally:
         await services.stop()
         if result == 0 and not keep_logs:
-            _remove(run_dir)
-
-
-def _remove(run_dir: pathlib.Path) -> None:
-    with contextlib.suppress(OSError):
-        for log in run_dir.iterdir():
-            log.unlink()
-        run_dir.rmdir()
+            remove_run_dir(run_dir)
 
 
 _COUNTS = re.compile(r"^  \S+ \(\S+\): read (\d+), written (\d+), .*quarantined (\d+)")
@@ -233,11 +220,3 @@ def _backfilled(output: str) -> str:
     read, written, quarantined = (sum(int(m.group(n)) for m in found) for n in (1, 2, 3))
     return (f"{len(found)} collections, {read:,} documents read, {written:,} rows written, "
             f"{quarantined:,} quarantined")  # fmt: skip
-
-
-def _run_id(output: str) -> str:
-    """The run the replay stored its outcomes as (its progress line names it)."""
-    for line in output.splitlines():
-        if line.startswith("stored as run "):
-            return line.split()[3].rstrip(":")
-    return "all"
