@@ -65,13 +65,15 @@ class ExpectedMatcher:
         request: RecordedRequest | None,
         legacy: RecordedResponse,
         new: RecordedResponse,
-        window: tuple[datetime, datetime] | None = None,
+        windows: Sequence[tuple[datetime, datetime]] = (),
     ) -> None:
         legacy_status, new_status = legacy.status, new.status
         self._request, self._legacy, self._new = request, legacy, new
-        self._window = window
+        self._windows = tuple(windows)
         self._exchange: Exchange | None = None
-        fields = _request_values(request) if any(r.request_has for r in rules) else {}
+        # The request's fields, parsed at most once: here when a rule asks, else by exchange().
+        self._fields = _request_values(request) if any(r.request_has for r in rules) else None
+        fields = self._fields or {}
         self._candidates = tuple(
             rule
             for rule in rules
@@ -85,11 +87,11 @@ class ExpectedMatcher:
         """The request and both bodies, parsed once and only for a condition that asks."""
         if self._exchange is None:
             self._exchange = Exchange(
-                _request_values(self._request),
+                self._fields if self._fields is not None else _request_values(self._request),
                 _json_body(self._legacy),
                 _json_body(self._new),
                 method=self._request.method if self._request is not None else None,
-                window=self._window,
+                windows=self._windows,
             )
         return self._exchange
 

@@ -354,13 +354,13 @@ def compare_responses(
     *,
     endpoint: str,
     request: RecordedRequest | None = None,
-    window: tuple[datetime, datetime] | None = None,
+    windows: Sequence[tuple[datetime, datetime]] = (),
 ) -> CompareResult:
     """Compare one exchange's legacy and new responses under an entity's rules.
 
-    ``window``: when the request was sent and both answers were in (UTC), for a condition
-    that judges stamps the exchange itself wrote."""
-    expected = ExpectedMatcher(rules.rules.expected, endpoint, request, legacy, new, window)
+    ``windows``: when each write a replay sent to both sides that this exchange may show
+    the stamps of was sent and answered (UTC), for a condition that judges those stamps."""
+    expected = ExpectedMatcher(rules.rules.expected, endpoint, request, legacy, new, windows)
     walk = _Walk(rules, expected)
     notes: list[str] = []
     truncated = False

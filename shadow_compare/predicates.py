@@ -24,12 +24,11 @@ thing a comparator can say).
 - ``only-removed``: a list shorter on the new side. The new list is legacy's with items
   removed (nothing added, nothing reordered), and every removed item is a workflow id;
   item by item, the same is judged on the whole lists.
-
-- ``stamped-during``: the time a write sets, different on the two sides. The exchange is
-  a write sent to both (a replay's ``send_to_both``), and both values are instants within
-  its window (from the request sent to both answers in, a second either side: legacy
-  renders times to the second): each side's clock stamped the same write.
-
+- ``stamped-during``: a time a write set, different on the two sides. Both values are
+  instants within the window of one write the replay sent to both sides (from the request
+  sent to both answers in, a second either side: legacy renders times to the second):
+  that write's own answer, or a read of the same tenant after it. Each side's clock
+  stamped the same write. Live traffic has no such windows, so its times must agree.
 - ``minted-id``: an id a write created, different on the two sides. The exchange is a
   write, the field an ``..._id``, both values minted ids of one kind (``ws_`` and 12 hex
   digits) and neither named by the request (an id the request names is one it refers to).
@@ -72,7 +71,9 @@ class Exchange:
     legacy: Any
     new: Any
     method: str | None = None
-    window: tuple[datetime, datetime] | None = None  # request sent, both answers in (UTC)
+    # The replay's writes to both sides that this exchange may show the stamps of (its own,
+    # and its tenant's earlier ones): request sent, both answers in (UTC). Live: none.
+    windows: tuple[tuple[datetime, datetime], ...] = ()
 
 
 def _instant(value: Any) -> datetime | None:
@@ -118,11 +119,16 @@ def contract_order(
 _LAST_NAME = re.compile(r"""(?:\.|\[['"]?)([^.\[\]'"]+)['"]?\]?$""")
 
 
+def _field_name(path: str) -> str:
+    """The last key of a difference's path ("" for none)."""
+    found = _LAST_NAME.search(path)
+    return found.group(1) if found else ""
+
+
 def credential_masked(
     difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
 ) -> str | None:
-    found = _LAST_NAME.search(difference.path)
-    name = found.group(1) if found else ""
+    name = _field_name(difference.path)
     if name.lower() not in SECRET_KEYS:
         return f"{name or difference.path!r} is not a credential key"
     if difference.new != MASK:
@@ -252,19 +258,17 @@ _STAMP_SLACK = timedelta(seconds=1)
 def stamped_during(
     difference: Difference, evidence: ListEvidence | None, exchange: Exchange | None = None
 ) -> str | None:
-    """Both sides stamped the write being compared, each with its own clock."""
-    if exchange is None or exchange.method in (None, "GET"):
-        return "only a write sent to both sides stamps both"
-    if exchange.window is None:
-        return "the exchange's time window is unknown"
-    start, end = exchange.window[0] - _STAMP_SLACK, exchange.window[1] + _STAMP_SLACK
-    for side, value in (("legacy", difference.legacy), ("new", difference.new)):
-        instant = _instant(value)
-        if instant is None:
-            return f"{side}'s {value!r} is not a time"
-        if not start <= instant <= end:
-            return f"{side}'s {value!r} was not stamped during this exchange"
-    return None
+    """Both sides stamped one write the replay sent to both, each with its own clock."""
+    if exchange is None or not exchange.windows:
+        return "no write sent to both sides could have stamped it"
+    legacy, new = _instant(difference.legacy), _instant(difference.new)
+    if legacy is None or new is None:
+        return f"{difference.legacy!r} and {difference.new!r} are not both times"
+    for began, ended in exchange.windows:
+        low, high = began - _STAMP_SLACK, ended + _STAMP_SLACK
+        if low <= legacy <= high and low <= new <= high:
+            return None
+    return "the two times were not stamped during one write sent to both sides"
 
 
 _MINTED = re.compile(r"^([a-z]{2,4})_[0-9a-f]{12}$")
@@ -276,8 +280,7 @@ def minted_id(
     """Both sides gave the thing a write created an id of their own."""
     if exchange is None or exchange.method in (None, "GET"):
         return "only a write sent to both sides mints on both"
-    found = _LAST_NAME.search(difference.path)
-    name = found.group(1) if found else ""
+    name = _field_name(difference.path)
     if not name.endswith("_id"):
         return f"{name or difference.path!r} is not an id field"
     shapes = [_MINTED.match(v) if isinstance(v, str) else None

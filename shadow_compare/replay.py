@@ -142,7 +142,10 @@ async def _run_case(
     sides: tuple[_Side, _Side],
     rules: RuleSet,
     options: ReplayOptions,
+    written: list[tuple[datetime, datetime]],
 ) -> CaseResult:
+    """``written``: the windows of the writes already sent to both sides for this case's
+    tenant (their stamps may show in its answers); a write adds its own."""
     legacy, new = sides
     request = _request(case, token)
     at = datetime.now(UTC)
@@ -153,14 +156,17 @@ async def _run_case(
             legacy_response, new_response = await asyncio.gather(
                 legacy.call(request), new.call(request)
             )
+            window = (at, datetime.now(UTC))
             result = compare_responses(
                 legacy_response,
                 new_response,
                 rules.for_entity(entity),
                 endpoint=case.endpoint,
                 request=request,
-                window=(at, datetime.now(UTC)),
+                windows=(*written, window) if case.is_write else tuple(written),
             )
+            if case.is_write:
+                written.append(window)
             if result.regressions() and not case.is_write:
                 reclassify = partial(reclassify_pair, rules, entity, case.endpoint, request)
 
@@ -227,6 +233,7 @@ async def replay(
         sides = (_Side("legacy", "--legacy", legacy_client), _Side("new", "--new", new_client))
         gate = asyncio.Semaphore(options.concurrency)
         done = 0
+        written: dict[str, list[tuple[datetime, datetime]]] = {}  # by subscription_id
 
         async def bounded(case: Case, corpus: Corpus, token: str) -> CaseResult:
             nonlocal done
@@ -239,6 +246,7 @@ async def replay(
                     sides=sides,
                     rules=rules,
                     options=options,
+                    written=written.setdefault(corpus.tenants[case.tenant].subscription_id, []),
                 )
             done += 1
             if done % 10 == 0 or done == total:

@@ -176,7 +176,8 @@ def endpoint(jwt_secret: str, clock: Callable[[], float], handler: CallHandler) 
     return serve
 
 
-# A list's total in the same query as its page (one round trip): ``listed_total`` reads it.
+# Added to a page's select list: the count of every matching row rides on the page's rows,
+# so a list costs one query; only a page past the end needs the count on its own.
 LISTED_TOTAL = "count(*) OVER () AS listed_total"
 
 

@@ -88,10 +88,6 @@ VISIBLE_WORKFLOW = """
 """
 
 
-# Added to a page's select list: the count of every matching row rides on the page's rows,
-# so a list costs one query; only a page past the end needs the count on its own.
-
-
 def _name_of(column: str) -> str:
     """The name as legacy knows it: a renamed duplicate's name as found."""
     return f"coalesce(extra -> '$renamed' ->> '{column}', {column})"

@@ -191,15 +191,16 @@ def test_every_shipped_expected_divergence_names_its_condition() -> None:
     assert [r for r in rules if not r[2]] == []
 
 
-def test_two_stamps_of_one_write_are_expected_only_within_the_exchange() -> None:
+def test_two_stamps_of_one_write_are_expected_only_within_that_write() -> None:
     sent = datetime(2026, 12, 7, 3, 34, 35, 990000, tzinfo=UTC)
     window = (sent, sent + timedelta(milliseconds=30))
+    earlier = (sent - timedelta(minutes=5), sent - timedelta(minutes=5) + timedelta(seconds=0.03))
 
     def workspace(stamp: str) -> RecordedResponse:
         data = {"workspace_id": "ws_1", "workspace_name": "n", "updated_at": stamp}
         return RecordedResponse(200, body=json.dumps({"status": True, "data": data}).encode())
 
-    def compare(method: str, legacy: str, new: str) -> list[tuple[Verdict, str | None]]:
+    def compare(method: str, legacy: str, new: str, windows: Any = (window,)) -> list[Any]:
         path = "/workspace/updateWorkspace" if method == "POST" else "/workspace/getWorkspace"
         result = compare_responses(
             workspace(legacy),
@@ -207,15 +208,23 @@ def test_two_stamps_of_one_write_are_expected_only_within_the_exchange() -> None
             SHIPPED.for_entity("workspaces"),
             endpoint=f"{method} {path}",
             request=RecordedRequest(method, path, body=b"{}" if method == "POST" else b""),
-            window=window,
+            windows=windows,
         )
         return [(d.verdict, d.rule) for d in result.differences]
 
-    # The write straddled a second: legacy stamped :35, the new side :36.
+    # The write straddled a second: legacy stamped :35, the new side :36, in the write's
+    # answer and in a replay's read of that tenant after it.
     straddled = compare("POST", "2026-12-07 03:34:35", "2026-12-07 03:34:36")
     assert straddled == [(Verdict.EXPECTED, "write-stamped-twice")]
-    # A stamp from another moment is no stamp of this write; a read's times must agree.
+    after = compare("GET", "2026-12-07 03:34:35", "2026-12-07 03:34:36", (earlier, window))
+    assert after == [(Verdict.EXPECTED, "write-stamped-twice")]
+    # A stamp from another moment is no stamp of this write.
     assert compare("POST", "2026-12-07 03:34:35", "2026-12-07 03:30:00")[0][0] is Verdict.REGRESSION
-    assert compare("GET", "2026-12-07 03:34:35", "2026-12-07 03:34:36")[0][0] is Verdict.REGRESSION
+    # Two stamps from two different writes are no two stamps of one write.
+    apart = compare("GET", "2026-12-07 03:29:35", "2026-12-07 03:34:36", (earlier, window))
+    assert apart[0][0] is Verdict.REGRESSION
+    # Live traffic has no replayed writes: a read's times must agree.
+    live = compare("GET", "2026-12-07 03:34:35", "2026-12-07 03:34:36", ())
+    assert live[0][0] is Verdict.REGRESSION
     # Nor is a field that is not a time at all.
     assert compare("POST", "2026-12-07 03:34:35", "soon")[0][0] is Verdict.REGRESSION
