@@ -14,6 +14,7 @@ __all__ = ["SPEC_MODULES", "SpecRegistry", "UnknownEntity", "default_registry"]
 SPEC_MODULES: tuple[str, ...] = (
     "migrators.entities.accounts",
     "migrators.entities.users",
+    "migrators.entities.access",
     "migrators.entities.connectors",
     "migrators.entities.workspaces",
 )
