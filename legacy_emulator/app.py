@@ -35,14 +35,13 @@ from legacy_emulator.routes import (
 )
 from legacy_emulator.routes.realtime import activity_updates, run_updates
 from legacy_emulator.runner import RunSimulator
+from strangler.config import DEFAULT_PASSWORD_ROUNDS
 from strangler.mongo import Database
 
 __all__ = ["DEFAULT_PASSWORD_ROUNDS", "DEFAULT_RUN_STEP_SECONDS", "create_app"]
 
 # Pause between a run's status changes: long enough to watch, short enough for a demo.
 DEFAULT_RUN_STEP_SECONDS = 1.0
-# bcrypt's cost factor for new passwords, as legacy configured it.
-DEFAULT_PASSWORD_ROUNDS = 12
 
 ENTITY_ROUTES: tuple[RouteTable, ...] = (
     workspaces.ROUTES,

@@ -227,7 +227,12 @@ async def _serve_async(
         for line in await fill_store(db, source):
             print(line, flush=True)
     step = DEFAULT_RUN_STEP_SECONDS if args.run_step_seconds is None else args.run_step_seconds
-    app = create_app(db, jwt_secret=settings.jwt_secret, run_step_seconds=step)
+    app = create_app(
+        db,
+        jwt_secret=settings.jwt_secret,
+        run_step_seconds=step,
+        password_rounds=settings.password_rounds,
+    )
     host, port = sock.getsockname()[:2]
     print(
         f"legacy emulator on http://{host}:{port} over {redact_url(settings.mongo_url)}; "

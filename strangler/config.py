@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_JWT_SECRET",
     "DEFAULT_LEGACY_URL",
     "DEFAULT_MONGO_URL",
+    "DEFAULT_PASSWORD_ROUNDS",
     "DEFAULT_REDIS_URL",
     "ConnectorKeys",
     "Settings",
@@ -33,6 +34,8 @@ DEFAULT_LEGACY_URL = "http://127.0.0.1:8001"
 DEFAULT_MONGO_URL = "memory://"
 DEFAULT_DATABASE_URL = "postgresql://root@127.0.0.1:5432/uzo"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# bcrypt's cost factor, as legacy configured it.
+DEFAULT_PASSWORD_ROUNDS = 12
 # Only for local trials: production sets JWT_SECRET to the legacy backend's secret.
 DEFAULT_JWT_SECRET = "uzo-dev-secret-change-me-0123456789"
 # A fixed development key (32 zero-padded bytes) so that a fresh checkout runs;
@@ -117,6 +120,8 @@ class Settings:
     connector_keys: ConnectorKeys = field(
         default_factory=lambda: ConnectorKeys.parse(DEFAULT_CONNECTOR_KEYS)
     )
+    # bcrypt's cost factor for passwords set from now on, on either side (PASSWORD_ROUNDS).
+    password_rounds: int = DEFAULT_PASSWORD_ROUNDS
 
     @property
     def mongo_in_process(self) -> bool:
@@ -163,6 +168,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     keys = ConnectorKeys.parse(
         get("CONNECTOR_KEYS", DEFAULT_CONNECTOR_KEYS), env.get("CONNECTOR_KEY_ID") or None
     )
+    rounds_text = get("PASSWORD_ROUNDS", str(DEFAULT_PASSWORD_ROUNDS))
+    try:
+        rounds = int(rounds_text)
+    except ValueError:
+        rounds = 0
+    if not 4 <= rounds <= 31:
+        raise ConfigError(
+            "PASSWORD_ROUNDS",
+            f"is {rounds_text!r}, not a bcrypt cost factor",
+            f"set a whole number from 4 to 31 (legacy's is {DEFAULT_PASSWORD_ROUNDS})",
+        )
     return Settings(
         legacy_url=legacy,
         mongo_url=mongo,
@@ -170,4 +186,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_url=redis_url,
         jwt_secret=secret,
         connector_keys=keys,
+        password_rounds=rounds,
     )

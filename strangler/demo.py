@@ -126,7 +126,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(f"   {line}")
 
-    app = create_app(db, jwt_secret=settings.jwt_secret)
+    app = create_app(db, jwt_secret=settings.jwt_secret, password_rounds=settings.password_rounds)
     config = uvicorn.Config(app, host=args.host, port=args.legacy_port, log_level="warning")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

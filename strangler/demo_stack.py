@@ -211,7 +211,11 @@ class DemoStack:
         self.settings = dataclasses.replace(self.settings, database_url=database_url)
 
     async def serve_legacy(self) -> str:
-        app = create_app(self.db, jwt_secret=self.settings.jwt_secret)
+        app = create_app(
+            self.db,
+            jwt_secret=self.settings.jwt_secret,
+            password_rounds=self.settings.password_rounds,
+        )
         sock = _listen(self.options.host, self.options.legacy_port)
         server = _QuietServer(
             uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)

@@ -7,8 +7,6 @@ which is how duplicates got into production.
 
 from __future__ import annotations
 
-import asyncio
-import re
 from typing import Any
 
 from starlette.responses import Response
@@ -18,30 +16,15 @@ from legacy_emulator.render import USER, render
 from legacy_emulator.routes import Route
 from legacy_emulator.store import find_visible, name_taken, page_of, record_activity
 from strangler.contract import new_id
+from strangler.user_fields import UTC_OFFSET, check_email, hash_password
 
-__all__ = ["ROUTES", "hash_password"]
+__all__ = ["ROUTES"]
 
-_UTC_OFFSET = re.compile(r"^[+-](0\d|1[0-4]):[0-5]\d$")
 Document = dict[str, Any]
 
 
-async def hash_password(password: str, rounds: int) -> str:
-    # Imported here so that only the endpoints that set a password need the package.
-    import bcrypt
-
-    raw = password.encode()
-    if len(raw) > 72:  # bcrypt reads no further; legacy refused longer ones
-        raise ApiError(400, "password must be at most 72 bytes")
-    # bcrypt is deliberately slow: keep it off the event loop.
-    hashed = await asyncio.to_thread(bcrypt.hashpw, raw, bcrypt.gensalt(rounds))
-    return hashed.decode()
-
-
 def _email(call: Call) -> str:
-    email = call.text("email")
-    if "@" not in email:
-        raise ApiError(400, "email is not an email address")
-    return email
+    return check_email(call.text("email"))
 
 
 async def _check_unique(call: Call, field: str, value: str, except_id: str | None) -> None:
@@ -114,7 +97,7 @@ async def update_user(call: Call) -> Response:
             changes[field] = call.optional_text(field)
     if call.given("user_utc_offset"):
         offset = call.optional_text("user_utc_offset")
-        if offset is not None and not _UTC_OFFSET.match(offset):
+        if offset is not None and not UTC_OFFSET.match(offset):
             raise ApiError(400, "user_utc_offset must look like +05:30")
         changes["user_utc_offset"] = offset
     if call.given("is_active"):

@@ -2,10 +2,11 @@
 already a one-way hash, the new side checks logins against it, and it is never
 rendered by the API nor shown in reports (:func:`redact_user`).
 
-Emails are unique per tenant (case-insensitively) in the target; duplicates
-found in legacy data are resolved by the writer (:class:`migrators.spec.UniqueName`):
-the earliest-created user keeps the address, the others are stored renamed and
-reported, ``to_document`` still gives the address as found.
+Emails (case-insensitively) and usernames are unique per tenant in the target;
+duplicates found in legacy data are resolved by the writer
+(:class:`migrators.spec.UniqueName`): the earliest-created user keeps the address or
+name, the others are stored renamed and reported, ``to_document`` still gives the
+value as found.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ SPECS = (
         legacy_id_column="user_id",
         normalize=normalize_user,
         redact=redact_user,
-        unique_names=(UniqueName("email", fold_case=True, live="email IS NOT NULL"),),
+        unique_names=(
+            UniqueName("email", fold_case=True, live="email IS NOT NULL"),
+            UniqueName("username", live="username IS NOT NULL"),
+        ),
         references=(
             Reference(
                 "subscription_id",

@@ -10,6 +10,8 @@ import asyncpg
 import pytest
 
 from schema.keys import row_key
+from schema.files import MIGRATIONS_DIR
+from schema.runner import upgrade
 from schema.tenancy import ensure_subscription, enter_sync
 
 
@@ -70,6 +72,51 @@ async def test_user_emails_are_unique_per_tenant_whatever_their_case(conn, tenan
         await conn.execute(insert, fresh("usr"), tenant, "ann@example.COM")
     await conn.execute(insert, fresh("usr"), tenant, None)
     await conn.execute(insert, fresh("usr"), tenant, None)  # missing emails do not collide
+
+
+async def test_usernames_are_unique_per_tenant(conn, tenant):
+    insert = (
+        "INSERT INTO users (id, user_id, subscription_id, username) "
+        "VALUES (gen_random_uuid(), $1, $2, $3)"
+    )
+    await conn.execute(insert, fresh("usr"), tenant, "ann")
+    with pytest.raises(asyncpg.UniqueViolationError, match="users_username_unique"):
+        await conn.execute(insert, fresh("usr"), tenant, "ann")
+    await conn.execute(insert, fresh("usr"), tenant, "Ann")  # legacy compares them exactly
+
+
+async def test_usernames_already_duplicated_are_renamed_by_the_upgrade_and_kept(
+    empty_database_url, tmp_path
+):
+    """A database migrated before usernames were unique: the upgrade resolves its
+    duplicates as the writer does (the earliest keeps the name) instead of failing."""
+    older = tmp_path / "older"
+    older.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if path.name < "0030":
+            (older / path.name).write_text(path.read_text())
+    await upgrade(empty_database_url, progress=lambda _line: None, migrations_dir=older)
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await ensure_subscription(connection, "sub_000000000001")
+        for user_id, created in (("usr_b", "2021-01-01"), ("usr_a", "2020-01-01"), ("usr_c", None)):
+            await connection.execute(
+                "INSERT INTO users (id, user_id, subscription_id, username, created_at) "
+                "VALUES (gen_random_uuid(), $1, 'sub_000000000001', 'ann', $2::text::timestamptz)",
+                user_id, created,
+            )  # fmt: skip
+        await upgrade(empty_database_url, progress=lambda _line: None)
+        rows = await connection.fetch(
+            "SELECT user_id, username, extra -> '$renamed' ->> 'username' AS found "
+            "FROM users ORDER BY user_id"
+        )
+    finally:
+        await connection.close()
+    assert [tuple(r) for r in rows] == [
+        ("usr_a", "ann", None),
+        ("usr_b", "ann [usr_b]", "ann"),
+        ("usr_c", "ann [usr_c]", "ann"),
+    ]
 
 
 async def test_connector_secrets_are_never_stored_in_the_clear(conn, tenant):
