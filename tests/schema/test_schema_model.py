@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from schema.keys import row_key
 from schema.files import MIGRATIONS_DIR
+from schema.keys import row_key
 from schema.runner import upgrade
 from schema.tenancy import ensure_subscription, enter_sync
 
