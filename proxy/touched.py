@@ -37,6 +37,9 @@ log = logging.getLogger("proxy.touched")
 TOUCHED_ID_FIELDS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "connectors": (("connector_id", "connectors"),),
     "workspaces": (("workspace_id", "workspaces"), ("workflow_id", "workflows")),
+    "users": (("UserId", "users"),),
+    "groups": (("group_id", "groups"),),
+    "roles": (("role_id", "roles"),),
 }
 
 

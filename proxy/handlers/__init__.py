@@ -8,4 +8,10 @@ from __future__ import annotations
 
 __all__ = ["HANDLER_MODULES"]
 
-HANDLER_MODULES: tuple[str, ...] = ("proxy.handlers.connectors", "proxy.handlers.workspaces")
+HANDLER_MODULES: tuple[str, ...] = (
+    "proxy.handlers.connectors",
+    "proxy.handlers.workspaces",
+    "proxy.handlers.users",
+    "proxy.handlers.groups",
+    "proxy.handlers.roles",
+)

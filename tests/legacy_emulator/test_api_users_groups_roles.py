@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import bcrypt
+import pytest
 
 USER_KEYS = {
     "UserId", "subscription_id", "email", "username", "full_name", "photo_url",
@@ -152,3 +155,25 @@ async def test_roles_carry_permissions_and_assigned_users(api) -> None:
     assert assigned["users"] == [ann["UserId"]]
     listed = (await api.get("/roles/getRoles")).json()
     assert listed["total"] == 1 and listed["data"][0] == assigned
+
+
+# Over the wire (PyMongo against the wire-protocol server), where each read and write is a
+# round trip other requests run between, as against a real mongod; the in-process store
+# answers without yielding, so nothing can land between one add's read and its write.
+@pytest.mark.parametrize("db", ["mongod"], indirect=True)
+async def test_fifty_racing_adds_to_one_group_lose_members(api, db) -> None:
+    """Legacy's flaw, shown: each add reads the group's users array, appends, and writes the
+    array back whole, so adds racing on one group overwrite one another (the new side
+    keeps all 50: tests/new_side/test_access_vs_legacy.py)."""
+    users = []
+    for n in range(50):
+        user = await api.data("POST", "/users/addUser", 201, email=f"m{n}@x.io", username=f"m{n}",
+                              password="pw")  # fmt: skip
+        users.append(user["UserId"])
+    group = await api.data("POST", "/groups/addGroup", 201, group_name="Crowd")
+    answers = await asyncio.gather(
+        *(api.post("/groups/addUserToGroup", group_id=group["group_id"], UserId=u) for u in users)
+    )
+    assert {a.status_code for a in answers} == {201}  # every client was told it landed
+    (listed,) = await api.data("GET", "/groups/getGroups")
+    assert set(listed["users"]) < set(users)  # ... and some are not there

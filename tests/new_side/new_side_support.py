@@ -29,6 +29,9 @@ from migrators.entities.connectors import SPECS
 from migrators.spec import Mapped, MappingContext
 from migrators.touched import TouchedReader
 from proxy.handlers import connectors as connector_handlers
+from proxy.handlers import groups as group_handlers
+from proxy.handlers import roles as role_handlers
+from proxy.handlers import users as user_handlers
 from proxy.registry import HandlerDeps, HandlerRegistry
 from schema.keys import row_key
 from strangler.config import ConnectorKeys, Settings
@@ -38,6 +41,8 @@ from strangler.tokens import mint_token
 
 CONNECTORS = next(spec for spec in SPECS if spec.name == "connectors")
 SECRET = "new-side-test-secret-0123456789abcdef"
+# The flag entities whose handlers the tests call.
+ENTITIES = ("connectors", "users", "groups", "roles")
 KEYS = ConnectorKeys.parse("k1:" + "a" * 43 + "=,k2:" + "b" * 43 + "=")
 # A fixed "now" for both sides, at millisecond precision as BSON keeps it.
 NOW = datetime(2026, 3, 1, 12, 30, 45, 123000, tzinfo=UTC)
@@ -92,7 +97,10 @@ class Sides:
         self, method: str, path: str, tenant: Tenant | None, params: dict[str, Any] | None = None,
         body: Any = None,
     ) -> RecordedResponse:  # fmt: skip
-        handler = self.registry.get("connectors", f"{method} {path}")
+        route = f"{method} {path}"
+        handler = next(
+            (self.registry.get(e, route) for e in ENTITIES if self.registry.has(e, route)), None
+        )
         assert handler is not None, f"no handler for {method} {path}"
         return await handler(self._recorded(method, path, tenant, params or {}, body))
 
@@ -199,11 +207,12 @@ async def pool(shared_migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]
 def build_registry(pool: asyncpg.Pool, clock: list[float]) -> HandlerRegistry:
     registry = HandlerRegistry()
     deps = HandlerDeps(
-        settings=Settings(jwt_secret=SECRET, connector_keys=KEYS),
+        settings=Settings(jwt_secret=SECRET, connector_keys=KEYS, password_rounds=4),
         pg_pool=pool,
         clock=lambda: clock[0],
     )
-    connector_handlers.register(registry, deps)
+    for module in (connector_handlers, user_handlers, group_handlers, role_handlers):
+        module.register(registry, deps)
     registry.freeze()
     return registry
 
