@@ -10,6 +10,7 @@ import contextlib
 import json
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ from starlette.applications import Starlette
 from legacy_emulator.app import create_app
 from migrators.crypto import SecretBox
 from migrators.entities.connectors import SPECS
+from migrators.registry import default_registry
 from migrators.spec import Mapped, MappingContext
 from migrators.touched import TouchedReader
+from migrators.writer import SourceItem, write_batch
 from proxy.handlers import connectors as connector_handlers
 from proxy.handlers import groups as group_handlers
 from proxy.handlers import roles as role_handlers
@@ -182,6 +185,46 @@ def connector_document(
         "created_at": created_at,
         "updated_at": created_at,
         "d_flag": deleted,
+    }
+
+
+HASH = "$2b$04$" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
+
+
+async def seed_documents(sides: Sides, name: str, documents: list[dict[str, Any]]) -> None:
+    """The same legacy documents in MongoDB and in PostgreSQL (through the batch writer)."""
+    spec = default_registry().get(name)
+    await sides.db[spec.collection].insert_many([dict(d) for d in documents])
+    version = int(time.time() * 1000)
+    items = [SourceItem(d[spec.id_field], dict(d), version) for d in documents]
+    async with sides.pool.acquire() as conn:
+        if name != "subscriptions":
+            await write_batch(
+                conn, default_registry().get("subscriptions"),
+                [SourceItem(d["subscription_id"], {"subscription_id": d["subscription_id"]},
+                            version) for d in documents],
+                ctx=MappingContext(),
+            )  # fmt: skip
+        result = await write_batch(conn, spec, items, ctx=MappingContext())
+    assert not result.quarantined, result
+
+
+def user_doc(tenant: Tenant, name: str, created_at=NOW, **fields: Any) -> dict[str, Any]:
+    return {
+        "UserId": f"usr_{secrets.token_hex(6)}",
+        "subscription_id": tenant.subscription_id,
+        "email": f"{name}@example.com",
+        "username": name,
+        "full_name": name.title(),
+        "password": HASH,
+        "photo_url": None,
+        "user_utc_offset": "+05:30",
+        "is_active": True,
+        "is_email_verified": False,
+        "last_login_at": None,
+        "created_at": created_at,
+        "updated_at": created_at,
+        **fields,
     }
 
 

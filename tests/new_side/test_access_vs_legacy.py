@@ -13,26 +13,21 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from new_side_support import NOW, Sides, Tenant
+from new_side_support import NOW, Sides, Tenant, user_doc
+from new_side_support import seed_documents as seed
 
-from migrators.registry import default_registry
-from migrators.spec import MappingContext
-from migrators.writer import SourceItem, write_batch
 from shadow_compare.compare import compare_responses
 from shadow_compare.rules import load_rules
 from strangler.exchange import RecordedResponse
 from strangler.user_fields import check_password
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "shadow_rules.yaml")
-REGISTRY = default_registry()
-HASH = "$2b$04$" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
 
 
 def assert_same(
@@ -51,43 +46,6 @@ def aligned(legacy: RecordedResponse, new: RecordedResponse, field: str) -> Reco
     return RecordedResponse(
         new.status, new.headers, new.body.replace(ours.encode(), theirs.encode())
     )
-
-
-async def seed(sides: Sides, name: str, documents: list[dict[str, Any]]) -> None:
-    """The same legacy documents in MongoDB and in PostgreSQL (through the batch writer)."""
-    spec = REGISTRY.get(name)
-    await sides.db[spec.collection].insert_many([dict(d) for d in documents])
-    version = int(time.time() * 1000)
-    items = [SourceItem(d[spec.id_field], dict(d), version) for d in documents]
-    async with sides.pool.acquire() as conn:
-        if name != "subscriptions":
-            await write_batch(
-                conn, REGISTRY.get("subscriptions"),
-                [SourceItem(d["subscription_id"], {"subscription_id": d["subscription_id"]}, version)
-                 for d in documents],
-                ctx=MappingContext(),
-            )  # fmt: skip
-        result = await write_batch(conn, spec, items, ctx=MappingContext())
-    assert not result.quarantined, result
-
-
-def user_doc(tenant: Tenant, name: str, created_at=NOW, **fields: Any) -> dict[str, Any]:
-    return {
-        "UserId": f"usr_{secrets.token_hex(6)}",
-        "subscription_id": tenant.subscription_id,
-        "email": f"{name}@example.com",
-        "username": name,
-        "full_name": name.title(),
-        "password": HASH,
-        "photo_url": None,
-        "user_utc_offset": "+05:30",
-        "is_active": True,
-        "is_email_verified": False,
-        "last_login_at": None,
-        "created_at": created_at,
-        "updated_at": created_at,
-        **fields,
-    }
 
 
 async def seed_tenant(sides: Sides, tenant: Tenant, other: Tenant) -> dict[str, Any]:
