@@ -41,6 +41,8 @@ def _ledger_state(ledger: Ledger) -> State:
         "workflow": {k: {"workflow_name": v["workflow_name"], "description": v["description"],
                          "version": v["version"], "deleted": v["deleted"]}
                      for k, v in ledger.workflows.items()},
+        "user": {k: {"full_name": v["full_name"]} for k, v in ledger.users.items()},
+        "members": {k: {"users": v["members"]} for k, v in ledger.memberships.items()},
     }  # fmt: skip
 
 
@@ -56,8 +58,19 @@ def ledger_differences(ledger: Ledger, stores: Mapping[str, State]) -> list[str]
     return lost
 
 
+def _holders(ledger: Ledger, kind: str) -> list[str]:
+    return [k for k, v in ledger.memberships.items() if v["kind"] == kind]
+
+
 async def mongo_states(db: Database, ledger: Ledger) -> State:
-    state: State = {"connector": {}, "folder": {}, "job": {}, "workflow": {}}
+    state: State = {"connector": {}, "folder": {}, "job": {}, "workflow": {}, "user": {},
+                    "members": {}}  # fmt: skip
+    async for doc in db["users"].find({"UserId": {"$in": list(ledger.users)}}):
+        state["user"][doc["UserId"]] = {"full_name": doc.get("full_name")}
+    for kind, collection in (("group", "groups"), ("role", "roles")):
+        query = {f"{kind}_id": {"$in": _holders(ledger, kind)}}
+        async for doc in db[collection].find(query):
+            state["members"][doc[f"{kind}_id"]] = {"users": doc.get("users")}
     async for doc in db["connectors"].find({"connector_id": {"$in": list(ledger.connectors)}}):
         state["connector"][doc["connector_id"]] = {
             "description": doc.get("description"), "deleted": _deleted(doc.get("d_flag")),
@@ -84,7 +97,20 @@ async def mongo_states(db: Database, ledger: Ledger) -> State:
 
 
 async def postgres_states(conn: asyncpg.Connection, ledger: Ledger) -> State:
-    state: State = {"connector": {}, "folder": {}, "job": {}, "workflow": {}}
+    state: State = {"connector": {}, "folder": {}, "job": {}, "workflow": {}, "user": {},
+                    "members": {}}  # fmt: skip
+    for r in await conn.fetch(
+        "SELECT user_id, full_name FROM users WHERE user_id = ANY($1::text[])", list(ledger.users)
+    ):
+        state["user"][r["user_id"]] = {"full_name": r["full_name"]}
+    for kind, table, links in (("group", "groups", "user_groups"), ("role", "roles", "user_roles")):
+        for r in await conn.fetch(
+            f"SELECT d.{kind}_id AS holder, ARRAY(SELECT l.user_id FROM {links} AS l "
+            f"WHERE l.{kind}_id = d.{kind}_id ORDER BY l.position, l.user_id) AS users "
+            f"FROM {table} AS d WHERE d.{kind}_id = ANY($1::text[])",
+            _holders(ledger, kind),
+        ):
+            state["members"][r["holder"]] = {"users": list(r["users"])}
     rows = await conn.fetch(
         "SELECT connector_id, description, is_deleted, test_status FROM connectors "
         "WHERE connector_id = ANY($1::text[])",

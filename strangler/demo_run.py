@@ -34,9 +34,11 @@ async def _tenants(stack: DemoStack) -> list[Any]:
             {"subscription_id": subscription_id, "d_flag": {"$in": [False, None, "false"]}}
         )
         workspaces = [doc["workspace_id"] async for doc in live][:2]
+        people = stack.db["users"].find({"subscription_id": subscription_id}, {"UserId": 1})
+        members = [doc["UserId"] async for doc in people][:8]
         if workspaces:
             tenants.append(tenant_of(stack.settings.jwt_secret, subscription_id, user_id,
-                                     workspaces))  # fmt: skip
+                                     workspaces, members))  # fmt: skip
     return tenants
 
 
@@ -99,8 +101,9 @@ async def run_walkthrough(settings: Settings, args: argparse.Namespace) -> int:
         traffic = Traffic(proxy.url, tenants)
         traffic.start()
         say(f"7. client traffic through the proxy: {len(tenants)} tenants, reads and writes of "
-            "connectors and of workspace trees (each tree edited by its own client, all at "
-            "once)")  # fmt: skip
+            "connectors, of workspace trees (each tree edited by its own client, all at "
+            "once), and of users, groups and roles (users added while memberships are "
+            "edited)")  # fmt: skip
         times = WalkTimes(dwell=2.5 if args.quick else 4.0)
         walk = Walk(stack, traffic, times, say)
         say(f"   gates as 'strangler flags set' evaluates them, with --max-regression-rate "
@@ -125,7 +128,7 @@ async def run_walkthrough(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _finish(stack: DemoStack, traffic: Traffic, args: argparse.Namespace, started: float
                   ) -> int:  # fmt: skip
-    say("\n== 10. closing checks ==")
+    say(f"\n== {8 + len(WALKED)}. closing checks ==")
     await traffic.stop()
     say(f"   traffic stopped: {traffic.counters.line()}")
     for sample in traffic.counters.unexpected_samples:

@@ -39,6 +39,10 @@ class Tenant:
     user_id: str
     workspaces: tuple[str, ...]  # live workspaces its tree editors work on
     token: str
+    # Seeded users, in both stores from the start: the members the membership editor
+    # adds and removes (a user added meanwhile may not have reached the other store yet
+    # when its group is served there: a read-your-writes question across entities).
+    members: tuple[str, ...] = ()
 
 
 @dataclass
@@ -50,6 +54,9 @@ class Ledger:
     folders: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a group's or a role's members, each group (role) edited by one client
+    memberships: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -204,6 +211,93 @@ class Traffic:
                     tenant, "GET", "/connectors/getConnector", {"connector_id": target}
                 )
                 if data is not None and data.get("description") != state["description"]:
+                    self.counters.read_your_writes_misses += 1
+
+    # --- users, groups and roles --------------------------------------------------------
+
+    async def _add_user(self, tenant: Tenant) -> None:
+        name = self._name("demo-user")
+        body = {"email": f"{name}@demo.example", "username": name, "full_name": name,
+                "password": f"pw-{name}"}  # fmt: skip
+        data = await self._call(tenant, "POST", "/users/addUser", body)
+        if data is not None:
+            self.ledger.users[data["UserId"]] = {
+                "full_name": name, "tenant": tenant.subscription_id, "UserId": data["UserId"],
+            }  # fmt: skip
+
+    async def _add_holder(self, tenant: Tenant, kind: str) -> str | None:
+        """A group or a role of this client's own, empty."""
+        name = self._name(f"demo-{kind}")
+        if kind == "group":
+            data = await self._call(tenant, "POST", "/groups/addGroup", {"group_name": name})
+        else:
+            body = {"role_name": name, "permissions": ["read", "execute"]}
+            data = await self._call(tenant, "POST", "/roles/addRole", body)
+        if data is None:
+            return None
+        holder = str(data[f"{kind}_id"])
+        self.ledger.memberships[holder] = {
+            "kind": kind, "members": [], "tenant": tenant.subscription_id,
+        }  # fmt: skip
+        return holder
+
+    async def _change_member(self, tenant: Tenant, holder: str, *, add: bool) -> None:
+        state = self.ledger.memberships[holder]
+        members: list[str] = state["members"]
+        pool = [u for u in tenant.members if (u not in members) == add]
+        if not pool or (not add and state["kind"] == "role"):
+            return
+        user = random.choice(pool)
+        if state["kind"] == "role":
+            path, body = "/roles/assignRole", {"role_id": holder, "UserId": user}
+        else:
+            path = "/groups/addUserToGroup" if add else "/groups/removeUserFromGroup"
+            body = {"group_id": holder, "UserId": user}
+        data = await self._call(tenant, "POST", path, body)
+        if data is not None:
+            state["members"] = [m for m in data.get("users") or [] if isinstance(m, str)]
+
+    async def people_client(self, tenant: Tenant) -> None:
+        """Adds users and edits the members of its own group and role, while it reads."""
+        group = role = None
+        own: list[str] = []
+        for step in itertools.count():
+            if not await self._pause(WRITER_BEATS):
+                return
+            if group is None:
+                group = await self._add_holder(tenant, "group")
+                continue
+            if role is None:
+                role = await self._add_holder(tenant, "role")
+                continue
+            # one write in three steps: each write changes what the lists show, and the
+            # comparator meets a changed list as a difference it must read again
+            kind = step % 12
+            if kind == 0:  # bcrypt is slow on purpose: a few adds are enough
+                await self._add_user(tenant)
+                own = self._own(self.ledger.users, tenant)
+            elif kind in (3, 8):
+                await self._change_member(tenant, group, add=random.random() < 0.6)
+            elif kind == 6:
+                await self._change_member(tenant, role, add=True)
+            elif kind == 10 and own:
+                target = random.choice(own)
+                name = self._name("renamed")
+                body = {"UserId": target, "full_name": name}
+                if await self._call(tenant, "POST", "/users/updateUser", body):
+                    self.ledger.users[target]["full_name"] = name
+            elif kind in (1, 5) and own:
+                target = random.choice(own)
+                data = await self._call(tenant, "GET", "/users/getUser", {"UserId": target})
+                expected = self.ledger.users[target]["full_name"]
+                if data is not None and data.get("full_name") != expected:
+                    self.counters.read_your_writes_misses += 1
+            else:
+                data = await self._call(tenant, "GET", "/groups/getGroups", {"per_page": "100"})
+                listed = {g.get("group_id"): g for g in (data or {}).get("items") or []}
+                shown = listed.get(group)
+                expected = self.ledger.memberships[group]["members"]
+                if data is not None and (shown is None or shown.get("users") != expected):
                     self.counters.read_your_writes_misses += 1
 
     # --- workspace trees ---------------------------------------------------------------
@@ -367,6 +461,20 @@ class Traffic:
             elif kind == 4:
                 params = {"workspace_id": workspace_id, "per_page": "50"}
                 await self._call(tenant, "GET", "/workflow/getWorkflows", params)
+            elif kind == 6:
+                await self._call(tenant, "GET", "/users/getUsers", {"per_page": "50"})
+            elif kind == 7:
+                # mostly seeded users, which nobody renames: a read the comparator can settle
+                users = list(tenant.members)
+                if random.random() < 0.3:
+                    users = self._own(self.ledger.users, tenant) or users
+                if users:
+                    user = random.choice(users)
+                    await self._call(tenant, "GET", "/users/getUser", {"UserId": user})
+            elif kind == 8:
+                await self._call(tenant, "GET", "/groups/getGroups", {"per_page": "50"})
+            elif kind == 9:
+                await self._call(tenant, "GET", "/roles/getRoles", {"per_page": "50"})
             else:
                 flows = self._own(self.ledger.workflows, tenant)
                 if flows:
@@ -385,6 +493,8 @@ class Traffic:
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=30.0, limits=limits)
         for tenant in self.tenants:
             self._tasks.append(asyncio.create_task(self.connectors_client(tenant)))
+            if tenant.members:
+                self._tasks.append(asyncio.create_task(self.people_client(tenant)))
             for _ in range(READERS_PER_TENANT):
                 self._tasks.append(asyncio.create_task(self.reader(tenant)))
             for workspace_id in tenant.workspaces:
@@ -414,6 +524,9 @@ class Traffic:
 _FOCUS: dict[str, tuple[int, ...]] = {
     "connectors": (0, 1, 0, 1, 0, 1, 2),
     "workspaces": (2, 3, 4, 5, 3, 4, 5, 0),
+    "users": (7, 7, 6, 7, 7, 7, 0),
+    "groups": (8, 8, 8, 8, 6, 2),
+    "roles": (9, 9, 9, 9, 6, 2),
 }
 
 
@@ -421,7 +534,11 @@ def _is_deleted(state: dict[str, Any]) -> bool:
     return bool(state["deleted"])
 
 
-def tenant_of(secret: str, subscription_id: str, user_id: str, workspaces: list[str]) -> Tenant:
+def tenant_of(
+    secret: str, subscription_id: str, user_id: str, workspaces: list[str],
+    members: list[str] | None = None,
+) -> Tenant:  # fmt: skip
     return Tenant(
-        subscription_id, user_id, tuple(workspaces), mint_token(secret, user_id, subscription_id)
-    )
+        subscription_id, user_id, tuple(workspaces), mint_token(secret, user_id, subscription_id),
+        tuple(members or ()),
+    )  # fmt: skip

@@ -53,8 +53,8 @@ def test_the_walk_through_loses_no_write_and_ends_verified(
                  "--proxy-port", "0", "--admin-port", "0"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
-    # Both entities went through every step, gates printed, none forced.
-    for entity in ("connectors", "workspaces"):
+    # Every walked entity went through every step, gates printed, none forced.
+    for entity in ("connectors", "workspaces", "users", "groups", "roles"):
         for step in ("legacy -> shadow", "shadow -> canary 50%", "canary 50% -> new",
                      "new -> legacy"):  # fmt: skip
             assert f"-- {entity}: {step}" in out
@@ -65,8 +65,8 @@ def test_the_walk_through_loses_no_write_and_ends_verified(
     assert acknowledged is not None
     assert int(acknowledged.group(1)) > 100 and acknowledged.group(2) == "0"
     assert "   verify: clean" in out
-    for entity in ("subscriptions", "users", "connectors", "workflows", "workspaces",
-                   "workflow_versions", "workflow_backups"):  # fmt: skip
+    for entity in ("subscriptions", "users", "groups", "roles", "connectors", "workflows",
+                   "workspaces", "workflow_versions", "workflow_backups"):  # fmt: skip
         assert re.search(rf"^   {entity}: clean;", out, re.MULTILINE), entity
     # Fenced writes were retried, and clients were served throughout.
     assert re.search(r"fenced and retried [1-9]", out)
