@@ -30,7 +30,8 @@ thing a comparator can say).
   that write's own answer, or a read of the same tenant after it. Each side's clock
   stamped the same write. Live traffic has no such windows, so its times must agree.
 - ``minted-id``: an id a write created, different on the two sides. The exchange is a
-  write, the field an ``..._id``, both values minted ids of one kind (``ws_`` and 12 hex
+  write, the field an ``..._id`` (or ``UserId``), both values minted ids of one kind
+  (``ws_`` and 12 hex
   digits) and neither named by the request (an id the request names is one it refers to).
 
 Predicates see the difference, both whole lists where the difference is a list's
@@ -281,7 +282,7 @@ def minted_id(
     if exchange is None or exchange.method in (None, "GET"):
         return "only a write sent to both sides mints on both"
     name = _field_name(difference.path)
-    if not name.endswith("_id"):
+    if not (name.endswith("_id") or name == "UserId"):  # LEGACY.md: a user's id is UserId
         return f"{name or difference.path!r} is not an id field"
     shapes = [_MINTED.match(v) if isinstance(v, str) else None
               for v in (difference.legacy, difference.new)]  # fmt: skip

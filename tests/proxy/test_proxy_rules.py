@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from proxy_support import RULES
@@ -222,3 +223,23 @@ def test_check_rules_command_prints_the_problem_and_exits_2(tmp_path) -> None:
     )
     assert good.returncode == 0, good.stderr
     assert "valid; table hash" in good.stdout
+
+
+@pytest.mark.parametrize("entity", ["users", "groups", "roles"])
+def test_the_shipped_handlers_let_users_groups_and_roles_into_new(entity: str) -> None:
+    """The proxy takes a table with the entity in ``new`` (a reload refuses an entity whose
+    endpoints have no new-side handler): what ``strangler flags set <entity> new`` waits on."""
+    from control.flags import edit_rules_text, plan_change, read_flags
+    from proxy.handlers import HANDLER_MODULES
+    from proxy.registry import HandlerDeps, load_handler_modules
+    from strangler.config import Settings
+
+    shipped = Path(__file__).resolve().parents[2] / "routing_rules.yaml"
+    registry = load_handler_modules(HANDLER_MODULES, HandlerDeps(settings=Settings()))
+    text = edit_rules_text(
+        shipped.read_text(), plan_change(read_flags(str(shipped)), entity, "new", None)
+    )
+    rules = parse_rules(text, "routing_rules.yaml", registry.has)
+    assert rules.entities[entity].mode == "new"
+    with pytest.raises(RulesError, match=f"{entity}.mode back to legacy"):
+        parse_rules(text, "routing_rules.yaml")  # no handlers: refused, as before

@@ -228,3 +228,22 @@ def test_two_stamps_of_one_write_are_expected_only_within_that_write() -> None:
     assert live[0][0] is Verdict.REGRESSION
     # Nor is a field that is not a time at all.
     assert compare("POST", "2026-12-07 03:34:35", "soon")[0][0] is Verdict.REGRESSION
+
+
+def test_a_user_minted_on_both_sides_is_expected_on_the_write_only() -> None:
+    def answer(user_id: str) -> RecordedResponse:
+        data = {"UserId": user_id, "username": "replay.user"}
+        return RecordedResponse(201, body=json.dumps({"status": True, "data": data}).encode())
+
+    def compared(method: str, path: str) -> Any:
+        body = b'{"username": "replay.user"}' if method == "POST" else b""
+        return compare_responses(
+            answer("usr_00000000000a"), answer("usr_00000000000b"),
+            SHIPPED.for_entity("users"), endpoint=f"{method} {path}",
+            request=RecordedRequest(method, path, body=body),
+        )  # fmt: skip
+
+    [minted] = compared("POST", "/users/addUser").differences
+    assert (minted.verdict, minted.rule) == (Verdict.EXPECTED, "write-minted-twice")
+    [read] = compared("GET", "/users/getUser").differences
+    assert read.verdict is Verdict.REGRESSION  # a read's ids must agree
