@@ -69,4 +69,10 @@ async def test_shipped_corpora_replay_equal_against_two_seeded_emulators() -> No
         entity_endpoints=endpoints,
     )
     assert report.passed
-    assert {entity.entity for entity in report.entities} == {"connectors", "workspaces"}
+    assert {entity.entity for entity in report.entities} == {
+        "connectors",
+        "workspaces",
+        "users",
+        "groups",
+        "roles",
+    }
