@@ -49,6 +49,7 @@ from migrators.entities.common import (
     to_json,
     write_fields,
 )
+from migrators.entities.tree_fields import unreadable
 from migrators.spec import (
     Document,
     EntitySpec,
@@ -112,10 +113,6 @@ _FIELDS = {"group": GROUP_FIELDS, "role": ROLE_FIELDS}
 _HANDLED = {"group": (MEMBERS,), "role": (MEMBERS, PERMISSIONS)}
 
 
-def _keep_as_found(extra: dict[str, Any], field_name: str, value: Any) -> None:
-    extra.setdefault(UNREADABLE, {})[field_name] = to_json(value)
-
-
 def members_of(listed: Any) -> list[str]:
     """The distinct text ids of a ``users`` value, in order of first appearance."""
     if not isinstance(listed, list):
@@ -145,7 +142,7 @@ def _membership_rows(
     ]  # fmt: skip
     if isinstance(listed, list) and len(distinct) == len(listed):
         return rows, []
-    _keep_as_found(extra, MEMBERS, listed)
+    unreadable(extra, MEMBERS, listed)
     if listed is None:  # missing or null: nothing to report, the API renders it null
         return rows, []
     detail = f"{MEMBERS} of {legacy_id} is not a list of distinct ids; kept as found"
@@ -171,7 +168,7 @@ def _permissions(document: Mapping[str, Any], extra: dict[str, Any]) -> tuple[An
     value = document.get(PERMISSIONS)
     if isinstance(value, list):
         return to_json(value), []
-    _keep_as_found(extra, PERMISSIONS, value)
+    unreadable(extra, PERMISSIONS, value)
     if value is None:
         return [], []
     read = permissions_from_text(value) if isinstance(value, str) else []
