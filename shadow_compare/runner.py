@@ -2,11 +2,18 @@
 
 ``submit`` only puts the exchange on a bounded queue and returns (False when the queue
 is full: the exchange is dropped and counted, the client never waits). A few workers
-take exchanges off the queue, call the other side, compare, re-read reads whose
-differences may be noise or lag, and hand the outcome to a recorder that writes to
-PostgreSQL in batches. Every step is bounded: queue size, concurrency, a timeout per
-comparison, and the comparator's own cost bound. Large bodies are compared in a worker
-process (shadow_compare.pool) so that the event loop serving clients never waits on one.
+take exchanges off the queue, call the other side, compare, and hand the outcome to a
+recorder that writes to PostgreSQL in batches. Every step is bounded: queue size,
+concurrency, a timeout per comparison, and the comparator's own cost bound. Large bodies
+are compared in a worker process (shadow_compare.pool) so that the event loop serving
+clients never waits on one.
+
+A read whose differences may be noise or lag is settled by reading again after a delay.
+The waiting does not hold a worker: the settling goes on in a task of its own (at most
+``max_settling`` at once, their calls at most ``concurrency`` at once), and the workers
+go on with the queue. An exchange that waited in the queue longer than
+``max_wait_seconds`` is not compared at all but counted as stale: the other side would
+be asked seconds after the client was answered, and the difference would be the wait's.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import pathlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -38,6 +46,8 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 DEFAULT_REREAD_DELAY_SECONDS = 0.25
 DEFAULT_REREADS = 2
 DEFAULT_COMPARE_PROCESSES = 1
+DEFAULT_MAX_WAIT_SECONDS = 1.0
+DEFAULT_MAX_SETTLING = 64
 
 
 def normalize_endpoint(endpoint: str, request: RecordedRequest) -> str:
@@ -53,6 +63,7 @@ class _Job:
     primary: RecordedResponse
     other: Call
     primary_again: Call | None
+    queued: float = field(default_factory=time.monotonic)
 
 
 class _Metrics:
@@ -63,6 +74,7 @@ class _Metrics:
         self.sampled = counter("sampled", "Exchanges handed to the shadow runner")
         self.compared = counter("compared", "Exchanges compared (both sides answered)")
         self.dropped = counter("dropped", "Exchanges dropped because the queue was full")
+        self.stale = counter("stale", "Exchanges not compared: they waited too long in the queue")
         self.timed_out = counter("timed_out", "Comparisons abandoned at the timeout")
         self.failed = counter("failed", "Comparisons that failed (other side error or bug)")
         self.results = counter("results", "Comparison outcomes by kind", ("entity", "kind"))
@@ -86,9 +98,13 @@ class ShadowRunner:
         reread_delay_seconds: float = DEFAULT_REREAD_DELAY_SECONDS,
         rereads: int = DEFAULT_REREADS,
         compare_processes: int = DEFAULT_COMPARE_PROCESSES,
+        max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
+        max_settling: int = DEFAULT_MAX_SETTLING,
     ) -> None:
-        if queue_size < 1 or concurrency < 1 or timeout_seconds <= 0:
-            raise ValueError("queue_size and concurrency must be >= 1, timeout_seconds > 0")
+        if queue_size < 1 or concurrency < 1 or max_settling < 1:
+            raise ValueError("queue_size, concurrency and max_settling must be >= 1")
+        if timeout_seconds <= 0 or max_wait_seconds <= 0:
+            raise ValueError("timeout_seconds and max_wait_seconds must be > 0")
         self.rules = rules
         self.recorder = recorder
         self.metrics = _Metrics(registry)
@@ -97,8 +113,13 @@ class ShadowRunner:
         self._timeout = timeout_seconds
         self._reread_delay = reread_delay_seconds
         self._rereads = rereads
+        self._max_wait = max_wait_seconds
+        self._max_settling = max_settling
         self._queue: asyncio.Queue[_Job] | None = None
         self._workers: list[asyncio.Task[None]] = []
+        self._settling: set[asyncio.Task[None]] = set()
+        self._settle_slots = asyncio.Semaphore(max_settling)
+        self._reread_calls = asyncio.Semaphore(concurrency)
         self.pool = ComparePool(rules, compare_processes)
         self._accepting = False
 
@@ -160,18 +181,20 @@ class ShadowRunner:
             try:
                 await asyncio.wait_for(self._queue.join(), deadline_seconds)
             except TimeoutError:
-                left = self._queue.qsize()
+                left = self._queue.qsize() + len(self._settling)
                 log.warning("shadow runner stopped with %d exchanges not compared", left)
                 while not self._queue.empty():
                     job = self._queue.get_nowait()
                     self.metrics.dropped.labels(job.entity).inc()
                     self._queue.task_done()
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        tasks = [*self._workers, *self._settling]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
+                await task
         self._workers = []
+        self._settling.clear()
         if self.recorder is not None:
             await self.recorder.close()
         await self.pool.stop()
@@ -179,38 +202,81 @@ class ShadowRunner:
     # --- the work -----------------------------------------------------------------------
 
     async def _work(self) -> None:
-        assert self._queue is not None
+        queue = self._queue
+        assert queue is not None
         while True:
-            job = await self._queue.get()
-            self.metrics.queue_depth.set(self._queue.qsize())
+            job = await queue.get()
+            self.metrics.queue_depth.set(queue.qsize())
+            handed_off = False
             try:
-                await self._one(job)
+                if time.monotonic() - job.queued > self._max_wait:
+                    self.metrics.stale.labels(job.entity).inc()
+                    continue
+                handed_off = await self._one(job)
             finally:
-                self._queue.task_done()
+                if not handed_off:
+                    queue.task_done()
 
-    async def _one(self, job: _Job) -> None:
+    async def _one(self, job: _Job) -> bool:
+        """Compare ``job``; True when its settling was handed to a task of its own (which
+        then records it and marks it done)."""
         at = datetime.now(UTC)
+        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            async with asyncio.timeout(self._timeout):
-                result = await self.compare_job(job)
-        except TimeoutError:
+            async with asyncio.timeout_at(deadline):
+                legacy, new, result = await self._first(job)
+        except Exception as exc:
+            self._failed(job, at, exc)
+            return False
+        if not (result.regressions() and is_read(job.endpoint)):
+            self._compared(job, at, result)
+            return False
+        # The re-reads wait (up to seconds): in a task of their own, so that this worker
+        # goes on with the queue. Only when max_settling are already waiting does it wait.
+        await self._settle_slots.acquire()
+        task = asyncio.create_task(
+            self._settle(job, at, deadline, legacy, new, result), name="shadow-settle"
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        return True
+
+    async def _settle(
+        self,
+        job: _Job,
+        at: datetime,
+        deadline: float,
+        legacy: RecordedResponse,
+        new: RecordedResponse,
+        first: CompareResult,
+    ) -> None:
+        assert self._queue is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await self._reread(job, legacy, new, first)
+        except Exception as exc:
+            self._failed(job, at, exc)
+        else:
+            self._compared(job, at, result)
+        finally:
+            self._settle_slots.release()
+            self._queue.task_done()
+
+    def _compared(self, job: _Job, at: datetime, result: CompareResult) -> None:
+        self.metrics.compared.labels(job.entity).inc()
+        self._record(job, at, result, None)
+
+    def _failed(self, job: _Job, at: datetime, exc: Exception) -> None:
+        """The other side or a bug: counted, never the client's problem."""
+        if isinstance(exc, TimeoutError):
             self.metrics.timed_out.labels(job.entity).inc()
             self._record(job, at, None, f"timed out after {self._timeout:g} s")
             return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the other side or a bug: counted, never the client's problem
-            self.metrics.failed.labels(job.entity).inc()
-            log.warning(
-                "shadow comparison of %s %s failed: %s",
-                job.entity,
-                job.endpoint,
-                type(exc).__name__,
-            )
-            self._record(job, at, None, f"failed: {type(exc).__name__}")
-            return
-        self.metrics.compared.labels(job.entity).inc()
-        self._record(job, at, result, None)
+        self.metrics.failed.labels(job.entity).inc()
+        log.warning(
+            "shadow comparison of %s %s failed: %s", job.entity, job.endpoint, type(exc).__name__
+        )
+        self._record(job, at, None, f"failed: {type(exc).__name__}")
 
     def _record(
         self, job: _Job, at: datetime, result: CompareResult | None, failure: str | None
@@ -220,13 +286,28 @@ class ShadowRunner:
         if self.recorder is not None:
             self.recorder.record(outcome)
 
-    async def compare_job(self, job: _Job) -> CompareResult:
-        """Call the other side, compare, and re-read a read whose differences may be noise."""
+    async def _first(self, job: _Job) -> tuple[RecordedResponse, RecordedResponse, CompareResult]:
+        """Call the other side and compare: (legacy, new, result)."""
         other = await job.other()
         legacy, new = _orient(job.primary, other)
         result = await self.pool.compare(job.entity, job.endpoint, job.request, legacy, new)
-        if not (result.regressions() and is_read(job.endpoint)):
-            return result
+        return legacy, new, result
+
+    async def _reread(
+        self, job: _Job, legacy: RecordedResponse, new: RecordedResponse, first: CompareResult
+    ) -> CompareResult:
+        """Read both sides again (``settle_by_rereading``) until the differences settle."""
+
+        def bounded(call: Call | None) -> Call | None:
+            if call is None:
+                return None
+
+            async def limited() -> RecordedResponse:
+                async with self._reread_calls:
+                    return await call()
+
+            return limited
+
         again_legacy, again_new = (
             (job.other, job.primary_again)
             if job.primary.side == "new"
@@ -252,9 +333,9 @@ class ShadowRunner:
             )
 
         return await settle_by_rereading(
-            result,
-            again_legacy=again_legacy,
-            again_new=again_new,
+            first,
+            again_legacy=bounded(again_legacy),
+            again_new=bounded(again_new),
             reclassify=reclassify,
             rereads=self._rereads,
             delay_seconds=self._reread_delay,
@@ -277,6 +358,7 @@ def build_runner(
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     compare_processes: int = DEFAULT_COMPARE_PROCESSES,
+    max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
 ) -> ShadowRunner:
     """The runner ``strangler proxy serve`` uses: rules from ``rules_path`` (defaults only
     when None), outcomes written to PostgreSQL at ``database_url`` (only counted in the
@@ -293,4 +375,5 @@ def build_runner(
         concurrency=concurrency,
         timeout_seconds=timeout_seconds,
         compare_processes=compare_processes,
+        max_wait_seconds=max_wait_seconds,
     )

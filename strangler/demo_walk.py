@@ -131,9 +131,12 @@ class Walk:
         gates = await evaluate_gates(change, probes, self.config)
         wait = {"canary": self.times.evidence_wait, "new": self.times.verify_wait}
         deadline = time.monotonic() + wait.get(change.to_mode, 0.0)
+        said = ""
         while not all(g.passed for g in gates) and time.monotonic() < deadline:
             waiting = "; ".join(f"{g.name}: {g.detail}" for g in gates if not g.passed)
-            self.say(f"     evaluating again in 2 s ({waiting[:300]})")
+            if waiting != said:  # a line when the reason changes, not one per evaluation
+                self.say(f"     evaluating again every 2 s ({waiting[:300]})")
+                said = waiting
             await asyncio.sleep(2.0)
             gates = await evaluate_gates(change, probes, self.config)
         return gates

@@ -292,3 +292,67 @@ async def test_writes_are_never_read_again() -> None:
     await shadow.stop()
     assert calls == 1
     assert recorder.outcomes[0].kind is Kind.REGRESSION
+
+
+async def test_a_read_waiting_to_be_read_again_does_not_hold_up_the_queue() -> None:
+    """One worker: the first exchange's re-read can only answer once the second exchange
+    has been compared. Were the re-reads waited for on the worker, this would never end."""
+    registry = CollectorRegistry()
+    shadow, recorder = runner(registry, concurrency=1, timeout_seconds=30.0)
+    await shadow.start()
+    second_compared = asyncio.Event()
+    first_answers = iter([response({"name": "old"}, side="new")])
+
+    async def first_new_side() -> RecordedResponse:
+        for answer in first_answers:
+            return answer
+        await second_compared.wait()  # the re-read
+        return response({"name": "renamed"}, side="new")
+
+    async def second_new_side() -> RecordedResponse:
+        second_compared.set()
+        return response({"a": 1}, side="new")
+
+    read = "GET /connectors/getConnector"
+    shadow.submit("connectors", read, READ, response({"name": "renamed"}), first_new_side)
+    shadow.submit("connectors", read, READ, response({"a": 1}), second_new_side)
+    await asyncio.wait_for(shadow.drain(), 20.0)
+    await shadow.stop()
+    assert [o.kind for o in recorder.outcomes] == [Kind.EQUAL, Kind.LAG]
+    assert metric(registry, "compared", entity="connectors") == 2
+
+
+async def test_an_exchange_that_waited_too_long_is_counted_stale_not_compared() -> None:
+    """Asking the other side long after the client was answered compares the wait."""
+    registry = CollectorRegistry()
+    shadow, recorder = runner(registry, concurrency=1, max_wait_seconds=0.2)
+    await shadow.start()
+    release = asyncio.Event()
+    asked: list[str] = []
+
+    async def slow() -> RecordedResponse:
+        asked.append("slow")
+        await release.wait()
+        return response({"a": 1}, side="new")
+
+    async def waited() -> RecordedResponse:
+        asked.append("waited")
+        return response({"a": 2}, side="new")
+
+    read = "GET /connectors/getConnector"
+    shadow.submit("connectors", read, READ, response({"a": 1}), slow)
+    shadow.submit("users", "GET /users/getUser", READ, response({"a": 1}), waited)
+    await asyncio.sleep(0.5)  # the second waits behind the first, past max_wait_seconds
+    release.set()
+    await shadow.drain()
+    await shadow.stop()
+    assert asked == ["slow"]
+    assert [o.kind for o in recorder.outcomes] == [Kind.EQUAL]
+    assert metric(registry, "stale", entity="users") == 1
+    assert metric(registry, "compared", entity="users") == 0
+
+
+def test_runner_refuses_bounds_that_make_no_sense() -> None:
+    for bad in ({"max_wait_seconds": 0}, {"max_settling": 0}, {"concurrency": 0}):
+        with pytest.raises(ValueError, match="must be"):
+            runner(CollectorRegistry(), **bad)
