@@ -17,6 +17,7 @@ SPEC_MODULES: tuple[str, ...] = (
     "migrators.entities.access",
     "migrators.entities.connectors",
     "migrators.entities.workspaces",
+    "migrators.entities.runs",
 )
 
 

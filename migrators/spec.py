@@ -161,6 +161,9 @@ class EntitySpec:
     flag_entity: str = ""
     # A history entity whose tenant is its parent's (single-table specs only).
     tenant_from: TenantFrom | None = None
+    # Time series (rows partitioned by month): the created_at a document's row gets, so
+    # that verify can compare a time window (and leave out what retention dropped).
+    moment: Callable[[Document], datetime] | None = None
 
     def __post_init__(self) -> None:
         if self.tenant_from is not None and len(self.tables) != 1:

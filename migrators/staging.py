@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from migrators.spec import Reference, Row, UniqueName
+from schema.partitions import MONTHLY_PARTITIONED, NO_DATE, PARTITION_COLUMN
 from strangler.jsonfast import JsonText, jsonb_text
 
 __all__ = ["StagedTable", "column_types", "encode_value", "stage_rows"]
@@ -154,18 +155,43 @@ class StagedTable:
             renamed += [(r["legacy_id"], r["value"]) for r in records]
         return renamed
 
+    async def drop_retired(self, conn: asyncpg.Connection) -> int:
+        """Drop staged rows older than the table's retention horizon (schema 0040): their
+        partitions were dropped on purpose, a backfill or the sweep must not bring them
+        back. Rows of no date (NO_DATE, the default partition) are never retired."""
+        if self.table not in MONTHLY_PARTITIONED:
+            return 0
+        status = await conn.execute(
+            f"""DELETE FROM {self.stage} AS s USING partition_retention AS r
+                WHERE r.table_name = $1 AND s.{PARTITION_COLUMN} < r.keep_from
+                  AND s.{PARTITION_COLUMN} > $2""",
+            self.table,
+            NO_DATE,
+        )
+        return int(status.split()[-1])
+
     async def current_ids(self, conn: asyncpg.Connection, legacy: str) -> set[str]:
         return {r[0] for r in await conn.fetch(f"SELECT {legacy} FROM {self.stage}")}
 
     async def upsert(self, conn: asyncpg.Connection, guard_column: str | None) -> int:
         """Insert new rows, replace older differing ones; return how many were written."""
+        key = "id"
+        if self.table in MONTHLY_PARTITIONED:
+            # The key of a partitioned table holds its partition column: a row whose
+            # created_at changed in legacy (rare: dirt cleaned up) lives in another month
+            # now, so its old row goes first. Stale staged rows were dropped already.
+            key = f"id, {PARTITION_COLUMN}"
+            await conn.execute(
+                f"""DELETE FROM {self.table} AS t USING {self.stage} AS s
+                    WHERE t.id = s.id AND t.{PARTITION_COLUMN} <> s.{PARTITION_COLUMN}"""
+            )
         updatable = [c for c in self.columns if c != "id"]
         assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*updatable, "source_version"])
         guard = f"(t.{guard_column} IS NULL OR t.{guard_column} < EXCLUDED.{guard_column}) AND "
         status = await conn.execute(
             f"""INSERT INTO {self.table} AS t ({self._list()}, source_version, synced_at)
                 SELECT {self._list()}, source_version, now() FROM {self.stage}
-                ON CONFLICT (id) DO UPDATE SET {assignments}, synced_at = EXCLUDED.synced_at
+                ON CONFLICT ({key}) DO UPDATE SET {assignments}, synced_at = EXCLUDED.synced_at
                 WHERE {guard if guard_column else ""}
                       ROW({self._list("t.")}) IS DISTINCT FROM ROW({self._list("EXCLUDED.")})"""
         )

@@ -43,6 +43,7 @@ from migrators.origin import strip_origin
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
 from migrators.writer import BatchResult, SourceItem, write_batch
+from schema.partitions import NO_DATE, PARTITION_COLUMN, retention_horizon
 from schema.tenancy import enter_sync
 from strangler.contract import DirtyValue, parse_legacy_datetime
 from strangler.errors import DataError
@@ -91,6 +92,7 @@ class VerifyReport:
     quarantined: int = 0
     differences: list[Difference] = field(default_factory=list)
     repaired: BatchResult | None = None
+    window: str = ""  # time series: the created_at window compared ("" : all of it)
 
     @property
     def clean(self) -> bool:
@@ -99,8 +101,8 @@ class VerifyReport:
     def lines(self) -> list[str]:
         state = "clean" if self.clean else f"{len(self.differences)} difference(s)"
         lines = [
-            f"{self.entity}: {state}; MongoDB {self.mongo_count:,} documents, PostgreSQL "
-            f"{self.postgres_count:,} rows, {self.quarantined:,} quarantined, "
+            f"{self.entity}{self.window}: {state}; MongoDB {self.mongo_count:,} documents, "
+            f"PostgreSQL {self.postgres_count:,} rows, {self.quarantined:,} quarantined, "
             f"{self.skipped_young:,} too young to compare, "
             f"{self.buckets_differing}/{self.buckets} buckets differ"
         ]
@@ -231,6 +233,7 @@ async def _postgres_side(
     ctx: MappingContext,
     young_after: datetime,
     unreadable: dict[str, str],
+    window: _Window,
 ) -> tuple[dict[str, str], set[str], set[str]]:
     """(legacy id -> hash of its rows' document form, ids synced too recently, open
     quarantine), the rows read back ``_CHUNK`` documents at a time and let go once hashed;
@@ -242,7 +245,10 @@ async def _postgres_side(
     young: set[str] = set()
     async with conn.transaction():
         await enter_sync(conn)
-        ids = [r[0] for r in await conn.fetch(f"SELECT {column} FROM {table} ORDER BY 1")]
+        where, args = window.sql()
+        ids = [
+            r[0] for r in await conn.fetch(f"SELECT {column} FROM {table}{where} ORDER BY 1", *args)
+        ]
         for start in range(0, len(ids), _CHUNK):
             # every table of a multi-table entity, for these documents
             grouped = await load_rows(conn, spec, ids[start : start + _CHUNK])
@@ -280,6 +286,53 @@ async def _both_forms(
     return legacy, migrated
 
 
+@dataclass(frozen=True)
+class _Window:
+    """The created_at window of a time series' documents and rows that verify compares:
+    [low, high), either end open; ``no_date`` whether rows of no date (NO_DATE) count."""
+
+    low: datetime | None = None
+    high: datetime | None = None
+    no_date: bool = True
+
+    def holds(self, moment: datetime) -> bool:
+        if moment == NO_DATE:
+            return self.no_date
+        return (self.low is None or moment >= self.low) and (
+            self.high is None or moment < self.high
+        )
+
+    def sql(self) -> tuple[str, list[Any]]:
+        if self.low is None and self.high is None:
+            return "", []
+        low = self.low or datetime.min.replace(tzinfo=UTC)
+        high = self.high or datetime.max.replace(tzinfo=UTC)
+        clause = f"({PARTITION_COLUMN} >= $1 AND {PARTITION_COLUMN} < $2)"
+        if self.no_date:
+            clause += f" OR {PARTITION_COLUMN} = $3"
+            return f" WHERE {clause}", [low, high, NO_DATE]
+        return f" WHERE {clause}", [low, high]
+
+    def describe(self) -> str:
+        if self.low is None and self.high is None:
+            return ""
+        low = "" if self.low is None else f"{self.low:%Y-%m-%d %H:%M}"
+        high = "" if self.high is None else f"{self.high:%Y-%m-%d %H:%M}"
+        return f" [{low} .. {high})"
+
+
+async def _window_of(
+    conn: asyncpg.Connection, spec: EntitySpec, since: datetime | None, until: datetime | None
+) -> _Window:
+    if spec.moment is None:
+        if since is not None or until is not None:
+            raise DataError(f"entity {spec.name!r} is no time series: --since/--until do not apply")
+        return _Window()
+    horizon = await retention_horizon(conn, spec.tables[0])
+    low = max((m for m in (since, horizon) if m is not None), default=None)
+    return _Window(low, until, no_date=since is None and until is None)
+
+
 async def verify_entity(
     db: Database,
     conn: asyncpg.Connection,
@@ -290,16 +343,24 @@ async def verify_entity(
     repair: bool = False,
     buckets: int = DEFAULT_BUCKETS,
     now: datetime | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> VerifyReport:
+    """Compare ``spec``'s documents and rows (see the module docstring). A time series
+    (``spec.moment``) compares those whose row's created_at lies in [since, until) only,
+    and never what retention dropped (``partition_retention``)."""
     if spec.normalize is None:
         raise DataError(f"entity {spec.name!r} has no normalize function: it cannot be verified")
     moment = now or datetime.now(UTC)
     young_after = moment - timedelta(seconds=min_age)
-    report = VerifyReport(spec.name, buckets=buckets)
+    window = await _window_of(conn, spec, since, until)
+    report = VerifyReport(spec.name, buckets=buckets, window=window.describe())
     legacy: dict[str, str] = {}  # legacy id -> hash of the normalized document
     young: set[str] = set()
     duplicates: list[str] = []
     async for document in db[spec.collection].find({}):
+        if spec.moment is not None and not window.holds(spec.moment(document)):
+            continue
         legacy_id = legacy_id_of(spec, document)
         if legacy_id in legacy:
             duplicates.append(legacy_id)
@@ -309,7 +370,7 @@ async def verify_entity(
             young.add(legacy_id)
     unreadable: dict[str, str] = {}
     migrated, young_rows, quarantined = await _postgres_side(
-        conn, spec, ctx, young_after, unreadable
+        conn, spec, ctx, young_after, unreadable, window
     )
     if min_age > 0:
         young |= young_rows

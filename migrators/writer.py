@@ -35,6 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -54,6 +55,13 @@ from migrators.spec import (
 )
 from migrators.staging import StagedTable, stage_rows
 from migrators.tree_apply import apply_children, children_of, delete_children
+from schema.partitions import (
+    MONTHLY_PARTITIONED,
+    PARTITION_COLUMN,
+    Month,
+    ensure_months,
+    retention_horizon,
+)
 from schema.tenancy import enter_sync
 from strangler.errors import PermanentError, ServiceUnavailable
 
@@ -305,6 +313,9 @@ async def write_batch(
         prepared = prepare_batch(spec, items, ctx)
     result = BatchResult(read=len(items))
     try:
+        for table in spec.tables:
+            if table in MONTHLY_PARTITIONED and prepared.rows[table]:
+                await _ensure_months(conn, table, prepared.rows[table])
         async with conn.transaction():
             await enter_sync(conn)
             applied: set[str] = set()
@@ -342,6 +353,29 @@ async def write_batch(
             f"of it was kept: {type(exc).__name__}: {exc}"
         ) from exc
     return result
+
+
+# Months a batch may create a partition for; a date outside (dirt: year 9999, epoch
+# seconds read as milliseconds) goes to the default partition instead of a month of its own.
+EARLIEST_MONTH = Month(1990, 1)
+MONTHS_AHEAD_ON_DEMAND = 12
+
+
+async def _ensure_months(
+    conn: asyncpg.Connection, table: str, rows: Sequence[tuple[int, Row]]
+) -> None:
+    """The partitions of the months the batch's rows fall in, created before its
+    transaction (their creation locks the whole table, briefly; schema.partitions)."""
+    latest = Month.of(datetime.now(UTC)).shifted(MONTHS_AHEAD_ON_DEMAND)
+    months = {Month.of(row[PARTITION_COLUMN]) for _, row in rows if row.get(PARTITION_COLUMN)}
+    wanted = [m for m in months if EARLIEST_MONTH <= m <= latest]
+    horizon = await retention_horizon(conn, table) if wanted else None
+    if horizon is not None:  # months retention dropped are not made again
+        wanted = [m for m in wanted if m.end > horizon]
+    try:
+        await ensure_months(conn, table, wanted)
+    except asyncpg.LockNotAvailableError:
+        pass  # busy: the rows go to the default partition; `schema partitions --from-default`
 
 
 async def _derive_tenants(
@@ -402,6 +436,7 @@ async def _apply_primary(
     legacy = spec.legacy_id_column
     total = staged.count
     await staged.drop_stale(conn, spec.name, legacy)
+    await staged.drop_retired(conn)  # counted as unchanged: kept no longer, on purpose
     missing: list[tuple[str, str, str, Document]] = []
     for ref in (r for r in spec.references if r.required):
         for legacy_id, value in await staged.drop_unreferenced(conn, legacy, ref):

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from schema.connect import connect, database_errors
-from schema.partitions import ensure_partitions
+from schema.partitions import (
+    RetentionPlan,
+    apply_retention,
+    ensure_partitions,
+    parse_retention,
+    retention_plan,
+)
 from schema.runner import SchemaStatus, status, upgrade
 from strangler.config import load_settings
 
@@ -48,11 +55,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="create monthly partitions ahead (for a periodic job)",
         description="Create the monthly partitions of job_runs and user_activity up to "
         "--months-ahead months after the current one; with --from-default also one for every "
-        "month that has rows in the default partition, moving those rows into it.",
+        "month that has rows in the default partition, moving those rows into it. With "
+        "--retain, list the partitions wholly older than the current month and the N months "
+        "before it (a dry run); with --apply too, drop them: whole partitions, never row "
+        "deletes. The horizon is recorded, so the sync and backfill do not bring the dropped "
+        "rows back from MongoDB and verify leaves them out.",
     )
     parts.add_argument("--months-ahead", type=_months, default=3, help="months ahead (3)")
     parts.add_argument(
         "--from-default", action="store_true", help="carve months out of the default partition"
+    )
+    parts.add_argument(
+        "--retain",
+        type=_retention,
+        metavar="N",
+        help="months of history to keep besides the current one: 12mo, 18, 2y (a dry run "
+        "listing unless --apply)",
+    )
+    parts.add_argument(
+        "--apply", action="store_true", help="with --retain: drop the partitions listed"
     )
     parts.set_defaults(handler=_partitions)
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
@@ -66,6 +87,13 @@ def _months(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of months (0 or more)")
     return value
+
+
+def _retention(text: str) -> int:
+    try:
+        return parse_retention(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -103,18 +131,34 @@ def _status(_args: argparse.Namespace) -> int:
 
 
 def _partitions(args: argparse.Namespace) -> int:
+    if args.apply and args.retain is None:
+        print("--apply drops what --retain lists: give --retain N too", file=sys.stderr)
+        return 2
     settings = load_settings()
 
-    async def run() -> list[str]:
+    async def run() -> tuple[list[str], RetentionPlan | None, list[str]]:
         async with database_errors(settings.database_url):
             conn = await connect(settings.database_url)
             try:
-                return await ensure_partitions(
+                created = await ensure_partitions(
                     conn, args.months_ahead, from_default=args.from_default, progress=print
                 )
+                if args.retain is None:
+                    return created, None, []
+                plan = await retention_plan(conn, args.retain)
+                dropped = await apply_retention(conn, plan) if args.apply else []
+                return created, plan, dropped
             finally:
                 await conn.close()
 
-    created = asyncio.run(run())
+    created, plan, dropped = asyncio.run(run())
     print(f"{len(created)} partition(s) created" if created else "partitions already in place")
+    if plan is not None:
+        for line in plan.lines():
+            print(line)
+        if args.apply:
+            print(f"dropped {len(dropped)} partition(s); rows before {plan.keep_from:%Y-%m-%d} "
+                  "are no longer kept")  # fmt: skip
+        elif plan.partitions:
+            print("dry run: nothing dropped; add --apply to drop them")
     return 0

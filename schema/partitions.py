@@ -22,16 +22,28 @@ import asyncpg
 
 __all__ = [
     "MONTHLY_PARTITIONED",
+    "NO_DATE",
+    "PARTITION_COLUMN",
     "Month",
+    "OldPartition",
     "PartitionCoverage",
+    "RetentionPlan",
+    "apply_retention",
+    "ensure_months",
     "ensure_partitions",
     "months_around",
+    "parse_retention",
     "partition_coverage",
     "partition_name",
+    "retention_horizon",
+    "retention_plan",
 ]
 
 MONTHLY_PARTITIONED: tuple[str, ...] = ("job_runs", "user_activity")
 PARTITION_COLUMN = "created_at"
+# The created_at of a row whose document gives no date at all (migrators.entities.runs):
+# no month partition is ever made for it, so such rows stay in the DEFAULT partition.
+NO_DATE = datetime(1, 1, 1, tzinfo=UTC)
 # Serializes partition maintenance on one database (upgrade and periodic jobs alike).
 _LOCK_KEY = 0x5354524E50415254  # "STRNPART"
 
@@ -110,7 +122,9 @@ async def _columns(conn: asyncpg.Connection, table: str) -> list[str]:
 async def _months_in_default(conn: asyncpg.Connection, table: str) -> list[Month]:
     rows = await conn.fetch(
         f"SELECT DISTINCT date_trunc('month', {PARTITION_COLUMN} AT TIME ZONE 'UTC') AS m "
-        f"FROM {default_partition_name(table)} WHERE {PARTITION_COLUMN} IS NOT NULL"
+        f"FROM {default_partition_name(table)} WHERE {PARTITION_COLUMN} IS NOT NULL "
+        f"AND {PARTITION_COLUMN} > $1",
+        NO_DATE,
     )
     return sorted(Month(row["m"].year, row["m"].month) for row in rows)
 
@@ -168,6 +182,40 @@ async def _ensure_table(
             await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         for month in missing:
             created.append((partition_name(table, month), await _create_month(conn, table, month)))
+    return created
+
+
+async def ensure_months(
+    conn: asyncpg.Connection,
+    table: str,
+    months: Iterable[Month],
+    *,
+    lock_timeout_ms: int = 5000,
+) -> list[str]:
+    """Create ``table``'s partitions of ``months`` that are missing (rows of those months
+    already in the default partition move into them), in a transaction of its own; the
+    names created. Called by the writer before a batch of old rows, so that history lands
+    in its month. The month of :data:`NO_DATE` is never made. When the table's lock cannot
+    be had within ``lock_timeout_ms``, nothing is created (LockNotAvailableError is
+    raised): the rows go to the default partition, and ``strangler schema partitions
+    --from-default`` carves them out later."""
+    wanted = sorted({m for m in months if m != Month.of(NO_DATE)})
+    if not wanted:
+        return []
+    existing = await _partitions_of(conn, table)
+    if all(partition_name(table, m) in existing for m in wanted):
+        return []
+    created: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+        existing = await _partitions_of(conn, table)
+        missing = [m for m in wanted if partition_name(table, m) not in existing]
+        if missing:
+            await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        for month in missing:
+            await _create_month(conn, table, month)
+            created.append(partition_name(table, month))
     return created
 
 
@@ -242,3 +290,109 @@ async def partition_coverage(
         rows = await conn.fetchval(f"SELECT count(*) FROM {default}") if default in names else 0
         report.append(PartitionCoverage(table, tuple(sorted(months)), int(rows)))
     return report
+
+
+# --- retention: whole old partitions dropped, never rows deleted ---------------------------
+
+
+@dataclass(frozen=True)
+class OldPartition:
+    """A monthly partition wholly older than the retention horizon."""
+
+    table: str
+    name: str
+    month: Month
+    rows: int
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    keep_from: datetime  # the first day of the oldest month kept (UTC)
+    partitions: tuple[OldPartition, ...]
+
+    def lines(self) -> list[str]:
+        if not self.partitions:
+            return [f"no partition is older than {self.keep_from:%Y-%m-%d}: nothing to drop"]
+        lines = [f"partitions wholly older than {self.keep_from:%Y-%m-%d} (kept from then on):"]
+        lines += [f"  {p.name}: {p.rows} rows" for p in self.partitions]
+        total = sum(p.rows for p in self.partitions)
+        lines.append(f"{len(self.partitions)} partition(s), {total} rows")
+        return lines
+
+
+def parse_retention(text: str) -> int:
+    """``12mo``, ``12m``, ``12`` (months) or ``2y`` -> a number of months (at least 1)."""
+    cleaned = text.strip().lower()
+    factor = 1
+    for suffix, months in (("mo", 1), ("m", 1), ("y", 12)):
+        if cleaned.endswith(suffix):
+            cleaned, factor = cleaned.removesuffix(suffix), months
+            break
+    if not cleaned.isdigit() or int(cleaned) * factor < 1:
+        raise ValueError(f"{text!r} is no retention: give months as 12mo (or 12, 2y), at least 1")
+    return int(cleaned) * factor
+
+
+async def retention_plan(
+    conn: asyncpg.Connection, months: int, tables: Iterable[str] = MONTHLY_PARTITIONED
+) -> RetentionPlan:
+    """The monthly partitions of ``tables`` whose whole month lies before the horizon: the
+    current month (database clock, UTC) and the ``months`` before it are kept."""
+    if months < 1:
+        raise ValueError("retention must keep at least one month")
+    now: datetime = await conn.fetchval("SELECT now()")
+    keep_from = Month.of(now).shifted(-months).start
+    old: list[OldPartition] = []
+    for table in await _existing_tables(conn, tables):
+        for name in sorted(await _partitions_of(conn, table)):
+            suffix = name.removeprefix(f"{table}_")
+            year, _, month = suffix.partition("_")
+            if not (year.isdigit() and month.isdigit()):
+                continue  # the default partition: never dropped by retention
+            found = Month(int(year), int(month))
+            if found.end <= keep_from:
+                rows = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))
+                old.append(OldPartition(table, name, found, rows))
+    return RetentionPlan(keep_from, tuple(old))
+
+
+async def apply_retention(
+    conn: asyncpg.Connection, plan: RetentionPlan, *, lock_timeout_ms: int = 5000
+) -> list[str]:
+    """Drop the plan's partitions, one transaction per table. The horizon is recorded
+    first (``partition_retention``), in the same transaction, so that no writer brings the
+    dropped rows back from MongoDB. Returns the names dropped."""
+    dropped: list[str] = []
+    for table in sorted({p.table for p in plan.partitions}):
+        names = [p.name for p in plan.partitions if p.table == table]
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            await conn.execute(
+                """INSERT INTO partition_retention AS r (table_name, keep_from, dropped)
+                   VALUES ($1, $2, $3)
+                   ON CONFLICT (table_name) DO UPDATE
+                   SET keep_from = greatest(r.keep_from, EXCLUDED.keep_from), set_at = now(),
+                       dropped = r.dropped || EXCLUDED.dropped""",
+                table,
+                plan.keep_from,
+                names,
+            )
+            await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            present = await _partitions_of(conn, table)
+            for name in names:
+                if name in present:
+                    await conn.execute(f"DROP TABLE {name}")
+                    dropped.append(name)
+    return dropped
+
+
+async def retention_horizon(conn: asyncpg.Connection, table: str) -> datetime | None:
+    """The moment before which ``table`` keeps no rows (None: nothing was ever dropped)."""
+    exists = await conn.fetchval("SELECT to_regclass('partition_retention') IS NOT NULL")
+    if not exists:
+        return None
+    value: datetime | None = await conn.fetchval(
+        "SELECT keep_from FROM partition_retention WHERE table_name = $1", table
+    )
+    return value
