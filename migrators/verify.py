@@ -43,7 +43,7 @@ from migrators.origin import strip_origin
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
 from migrators.writer import BatchResult, SourceItem, write_batch
-from schema.partitions import NO_DATE, PARTITION_COLUMN, retention_horizon
+from schema.partitions import NO_DATE, PARTITION_COLUMN, is_no_date, retention_horizon
 from schema.tenancy import enter_sync
 from strangler.contract import DirtyValue, parse_legacy_datetime
 from strangler.errors import DataError
@@ -296,7 +296,7 @@ class _Window:
     no_date: bool = True
 
     def holds(self, moment: datetime) -> bool:
-        if moment == NO_DATE:
+        if is_no_date(moment):
             return self.no_date
         return (self.low is None or moment >= self.low) and (
             self.high is None or moment < self.high

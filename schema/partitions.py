@@ -31,6 +31,7 @@ __all__ = [
     "apply_retention",
     "ensure_months",
     "ensure_partitions",
+    "is_no_date",
     "months_around",
     "parse_retention",
     "partition_coverage",
@@ -44,6 +45,13 @@ PARTITION_COLUMN = "created_at"
 # The created_at of a row whose document gives no date at all (migrators.entities.runs):
 # no month partition is ever made for it, so such rows stay in the DEFAULT partition.
 NO_DATE = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def is_no_date(moment: datetime | None) -> bool:
+    """Whether ``moment`` is NO_DATE (asyncpg reads the year 1 back as a naive datetime)."""
+    return moment is not None and moment.replace(tzinfo=None) == datetime(1, 1, 1)
+
+
 # Serializes partition maintenance on one database (upgrade and periodic jobs alike).
 _LOCK_KEY = 0x5354524E50415254  # "STRNPART"
 

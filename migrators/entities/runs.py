@@ -5,12 +5,12 @@ Both tables are range-partitioned by month on ``created_at`` (schema 0004,
 
 * a ``created_at`` the document gives (a BSON date, a string, epoch milliseconds)
   places the row in its month's partition, which the writer creates on demand;
-* when it is missing or unreadable, the moment of the document's ObjectId (when it has
-  one: legacy minted it at the insert) stands in for it, reported as
-  ``created_at_from_id``; the value as found is kept (``extra["$unreadable"]``, or the
-  marker that it was missing), so ``to_document`` gives the document back as it was;
-* a document with neither lands in the DEFAULT partition at
-  :data:`schema.partitions.NO_DATE`, reported as ``no_valid_date``.
+* a document whose ``created_at`` is missing or unreadable gets
+  :data:`schema.partitions.NO_DATE` (the year 1): its row lands in the DEFAULT
+  partition, reported as ``no_valid_date``, the value as found kept
+  (``extra["$unreadable"]``), so ``to_document`` gives the document back as it was.
+  Legacy lists such entries as the oldest, and so does ``created_at DESC`` here; a
+  from/to filter leaves them out on both sides.
 
 ``jobRun`` documents have an id of their own (``job_run_id``); ``userActivity``
 entries have none: their row is keyed by the ``_id``'s hex string, the form every
@@ -26,10 +26,8 @@ strings are read as numbers; a negative or non-numeric one is kept as found.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-from bson import ObjectId
 
 from migrators.entities.common import (
     UNREADABLE,
@@ -54,7 +52,7 @@ from migrators.spec import (
     Row,
 )
 from schema.keys import row_key
-from schema.partitions import NO_DATE
+from schema.partitions import NO_DATE, is_no_date
 from strangler.contract import DirtyValue, parse_legacy_datetime, to_int
 
 __all__ = ["ACTIVITY_FIELDS", "RUN_FIELDS", "SPECS", "creation_moment", "row_moment"]
@@ -92,23 +90,14 @@ ACTIVITY_FIELDS: tuple[Field, ...] = (
 )
 _ACTIVITY_JSON = (("previous_data", "previous_data"), ("current_data", "current_data"))
 
-# extra["$created_at"]: how the row's created_at was found when the document gave none
-# readable ("missing": the document had no created_at at all, or null).
-CREATED_AT_MARK = "$created_at"
 _INT64 = 2**63
 
 
-def creation_moment(
-    document: Mapping[str, Any], read: datetime | None
-) -> tuple[datetime, Note | None]:
-    """The row's ``created_at``: the one read, else the ObjectId's moment, else NO_DATE."""
+def creation_moment(read: datetime | None) -> tuple[datetime, Note | None]:
+    """The row's ``created_at``: the one read, else NO_DATE (the default partition)."""
     if read is not None:
         return read, None
-    oid = document.get("_id")
-    if isinstance(oid, ObjectId):
-        moment = oid.generation_time.astimezone(UTC)
-        return moment, Note("created_at_from_id", f"created_at taken from _id: {moment:%Y-%m-%d}")
-    return NO_DATE, Note("no_valid_date", "no created_at and no ObjectId: the default partition")
+    return NO_DATE, Note("no_valid_date", "no readable created_at: the default partition")
 
 
 def row_moment(document: Document) -> datetime:
@@ -117,7 +106,7 @@ def row_moment(document: Document) -> datetime:
         read = parse_legacy_datetime(document.get("created_at"))
     except DirtyValue:
         read = None
-    return creation_moment(document, read)[0]
+    return creation_moment(read)[0]
 
 
 def _read_count(value: Any) -> tuple[int | None, bool]:
@@ -148,12 +137,9 @@ def _map(
             )
     for name, column in json_fields:
         columns[column] = read_json(document.get(name))
-    moment, note = creation_moment(document, columns["created_at"])
+    columns["created_at"], note = creation_moment(columns["created_at"])
     if note is not None:
         notes.append(note)
-        if "created_at" not in extra.get(UNREADABLE, {}):  # missing, null or empty
-            extra[CREATED_AT_MARK] = "missing"
-    columns["created_at"] = moment
     return {**columns, "extra": extra}, notes
 
 
@@ -163,16 +149,15 @@ def _document(
     numbers: tuple[tuple[str, str], ...],
     json_fields: tuple[tuple[str, str], ...],
 ) -> Document:
-    extra = dict(json_value(row.get("extra")) or {})
-    missing = extra.pop(CREATED_AT_MARK, None) == "missing"
+    extra = json_value(row.get("extra")) or {}
     document = write_fields(row, fields, extra)
     unreadable = extra.get(UNREADABLE, {})
     for name, column in numbers:
         document[name] = from_json(unreadable[name]) if name in unreadable else row.get(column)
     for name, column in json_fields:
         document[name] = write_json(row.get(column))
-    if missing:
-        document["created_at"] = None
+    if is_no_date(row.get("created_at")) and "created_at" not in unreadable:
+        document["created_at"] = None  # missing, null or empty: the stand-in never leaks
     return document
 
 

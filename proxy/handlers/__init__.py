@@ -14,4 +14,6 @@ HANDLER_MODULES: tuple[str, ...] = (
     "proxy.handlers.users",
     "proxy.handlers.groups",
     "proxy.handlers.roles",
+    "proxy.handlers.job_runs",
+    "proxy.handlers.activity",
 )

@@ -52,7 +52,7 @@ from proxy.handlers._pg import (
     record_outbox,
     tenant_transaction,
 )
-from strangler.contract import is_deleted, json_safe, new_id, render_datetime
+from strangler.contract import DirtyValue, is_deleted, json_safe, new_id, render_datetime, to_int
 from strangler.exchange import RecordedResponse
 from strangler.user_fields import UTC_OFFSET, check_email, hash_password
 
@@ -89,6 +89,11 @@ def render_fields(document: Mapping[str, Any], fields: Rendered) -> dict[str, An
             rendered[name] = render_datetime(value)
         elif kind == "bool":
             rendered[name] = None if value is None else is_deleted(value)
+        elif kind == "int":  # a number stored as a string reads as one; dirt as found
+            try:
+                rendered[name] = to_int(value)
+            except DirtyValue:
+                rendered[name] = json_safe(value)
         else:
             rendered[name] = json_safe(value)
     return rendered

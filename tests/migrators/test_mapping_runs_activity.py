@@ -114,9 +114,10 @@ OID = ObjectId.from_datetime(datetime(2023, 5, 17, 12, 0, tzinfo=UTC))
     [
         ("2024-02-03 04:05:06", OID, datetime(2024, 2, 3, 4, 5, 6, tzinfo=UTC), None),
         (1700000000000, OID, datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC), None),
-        (MISSING, OID, datetime(2023, 5, 17, 12, 0, tzinfo=UTC), "created_at_from_id"),
-        ("not a date", OID, datetime(2023, 5, 17, 12, 0, tzinfo=UTC), "created_at_from_id"),
+        (MISSING, OID, NO_DATE, "no_valid_date"),
+        ("not a date", OID, NO_DATE, "no_valid_date"),
         (None, "legacy-string-id", NO_DATE, "no_valid_date"),
+        ("", OID, NO_DATE, "no_valid_date"),
     ],
 )
 def test_created_at_places_the_row_and_comes_back_as_found(
@@ -214,7 +215,7 @@ async def test_dirty_dates_are_placed_reported_and_verify_clean(legacy_db, pg, c
             # an old run of 2019 whose month no partition covered yet: created on demand
             {"job_run_id": "run_00000000old1", "subscription_id": tenant, "status": "completed",
              "created_at": "2019-03-04 05:06:07", "duration_ms": "1500", "logs": []},
-            # no readable date: the ObjectId's moment stands in, the value is kept
+            # no readable date: the default partition, the value kept as found
             {"_id": OID, "job_run_id": "run_00000000old2", "subscription_id": tenant,
              "status": "failed", "created_at": "31/31/2020 99:99"},
             # no date and no ObjectId: the default partition
@@ -227,7 +228,7 @@ async def test_dirty_dates_are_placed_reported_and_verify_clean(legacy_db, pg, c
     )  # fmt: skip
     results = await _backfill(legacy_db, pg, ctx)
     notes = {(legacy_id, n.kind) for legacy_id, n in results["job_runs"].result.notes}
-    assert ("run_00000000old2", "created_at_from_id") in notes
+    assert ("run_00000000old2", "no_valid_date") in notes
     assert ("run_00000000old3", "no_valid_date") in notes
     placed = dict(
         await pg.fetch(
@@ -237,7 +238,7 @@ async def test_dirty_dates_are_placed_reported_and_verify_clean(legacy_db, pg, c
     )
     assert placed == {
         "run_00000000old1": "job_runs_2019_03",
-        "run_00000000old2": "job_runs_2023_05",
+        "run_00000000old2": "job_runs_default",
         "run_00000000old3": "job_runs_default",
         "run_00000000old4": "job_runs_default",
     }

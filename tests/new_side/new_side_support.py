@@ -25,14 +25,17 @@ import uvicorn
 from starlette.applications import Starlette
 
 from legacy_emulator.app import create_app
+from migrators.backfill import legacy_id_of
 from migrators.crypto import SecretBox
 from migrators.entities.connectors import SPECS
 from migrators.registry import default_registry
 from migrators.spec import Mapped, MappingContext
 from migrators.touched import TouchedReader
 from migrators.writer import SourceItem, write_batch
+from proxy.handlers import activity as activity_handlers
 from proxy.handlers import connectors as connector_handlers
 from proxy.handlers import groups as group_handlers
+from proxy.handlers import job_runs as run_handlers
 from proxy.handlers import roles as role_handlers
 from proxy.handlers import users as user_handlers
 from proxy.registry import HandlerDeps, HandlerRegistry
@@ -45,7 +48,7 @@ from strangler.tokens import mint_token
 CONNECTORS = next(spec for spec in SPECS if spec.name == "connectors")
 SECRET = "new-side-test-secret-0123456789abcdef"
 # The flag entities whose handlers the tests call.
-ENTITIES = ("connectors", "users", "groups", "roles")
+ENTITIES = ("connectors", "users", "groups", "roles", "job_runs", "activity")
 KEYS = ConnectorKeys.parse("k1:" + "a" * 43 + "=,k2:" + "b" * 43 + "=")
 # A fixed "now" for both sides, at millisecond precision as BSON keeps it.
 NOW = datetime(2026, 3, 1, 12, 30, 45, 123000, tzinfo=UTC)
@@ -196,7 +199,7 @@ async def seed_documents(sides: Sides, name: str, documents: list[dict[str, Any]
     spec = default_registry().get(name)
     await sides.db[spec.collection].insert_many([dict(d) for d in documents])
     version = int(time.time() * 1000)
-    items = [SourceItem(d[spec.id_field], dict(d), version) for d in documents]
+    items = [SourceItem(legacy_id_of(spec, d), dict(d), version) for d in documents]
     async with sides.pool.acquire() as conn:
         if name != "subscriptions":
             await write_batch(
@@ -254,7 +257,8 @@ def build_registry(pool: asyncpg.Pool, clock: list[float]) -> HandlerRegistry:
         pg_pool=pool,
         clock=lambda: clock[0],
     )
-    for module in (connector_handlers, user_handlers, group_handlers, role_handlers):
+    for module in (connector_handlers, user_handlers, group_handlers, role_handlers,
+                   run_handlers, activity_handlers):  # fmt: skip
         module.register(registry, deps)
     registry.freeze()
     return registry
