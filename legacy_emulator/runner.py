@@ -2,53 +2,25 @@
 
 Legacy ran workflows in background tasks of the API process itself; the
 emulator does the same with a short, configurable pause between the steps.
-The outcome is decided by the workflow as it was when the run started: a
-``workFlowDiagram`` that is not a JSON object fails the run, anything else
-completes it, having "processed" a number of rows derived from the run id
-(stable, so that a run replays the same way).
+The outcome is decided by the workflow as it was when the run started
+(:func:`strangler.runs.run_outcome`, which the new side's run worker shares).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import random
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from legacy_emulator.realtime import Hub
-from strangler.contract import render_datetime
 from strangler.mongo import Database
+from strangler.runs import run_outcome, status_message
 
 __all__ = ["RunSimulator", "run_outcome", "status_message"]
 
 logger = logging.getLogger(__name__)
-
-
-def status_message(run: dict[str, Any], status: str, moment: datetime) -> dict[str, Any]:
-    """What a ``/ws/runNow`` subscriber receives on each status change."""
-    return {
-        "job_run_id": run["job_run_id"],
-        "workflow_id": run["workflow_id"],
-        "status": status,
-        "ts": render_datetime(moment),
-    }
-
-
-def run_outcome(job_run_id: str, diagram: Any) -> tuple[str, int, str | None]:
-    """``(status, rows_processed, error_message)`` of a run of a workflow with that diagram."""
-    try:
-        parsed = json.loads(diagram) if isinstance(diagram, str) else None
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        return "failed", 0, "workFlowDiagram is not valid JSON"
-    nodes = parsed.get("nodes")
-    node_count = len(nodes) if isinstance(nodes, list) else 0
-    rows = random.Random(job_run_id).randint(100, 10_000) * node_count
-    return "completed", rows, None
 
 
 class RunSimulator:

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "legacy_emulator.cli",
     "schema.cli",
     "proxy.cli",
+    "proxy.runs_cli",
     "shadow_compare.cli",
     "migrators.cli",
     "control.cli",

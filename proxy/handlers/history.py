@@ -13,6 +13,11 @@ under row-level security: the tenant's list index for a page, the workflow's for
 ``workflow_id``, the user's and the object's for ``getActivity``; ``from``/``to`` prune
 whole monthly partitions.
 
+``runNow`` starts a run as legacy does (the same answer, the same run document, the same
+activity entry) but does not run it in the API process: the run's row, its audit and
+outbox rows and its ``run_dispatch`` row (schema 0041) are one transaction, and the run
+worker (``strangler runs work``, :mod:`proxy.runs_worker`) takes it from the Redis Stream.
+
 What stays different, on purpose (shadow_rules.yaml): entries written in the same
 millisecond by legacy are listed in insertion order; here by their id, newest id first.
 """
@@ -27,22 +32,29 @@ import asyncpg
 
 from migrators.entities.runs import SPECS as RUN_SPECS
 from migrators.entities.runs import STATUSES
-from migrators.spec import Document, MappingContext
+from migrators.spec import Document, MappingContext, Quarantined
 from proxy.handlers._pg import (
     LISTED_TOTAL,
     ApiError,
     Call,
+    ensure_subscription,
     listed,
     listed_total,
     ok,
+    record_activity,
+    record_outbox,
     tenant_transaction,
 )
 from proxy.handlers.access import Rendered, render_fields
+from proxy.handlers.tree_store import load_workflow
 from schema.partitions import NO_DATE
-from strangler.contract import json_safe, render_datetime
+from strangler.contract import json_safe, new_id, render_datetime
 from strangler.exchange import RecordedResponse
 
-__all__ = ["ActivityHandlers", "RunHandlers"]
+__all__ = ["DISPATCH_CHANNEL", "ActivityHandlers", "RunHandlers", "insert_row", "start_run"]
+
+# The channel a committed runNow NOTIFYs (schema 0041): the run worker's dispatcher LISTENs.
+DISPATCH_CHANNEL = "run_dispatch"
 
 RUNS_SPEC, ACTIVITY_SPEC = RUN_SPECS
 _CONTEXT = MappingContext()
@@ -191,6 +203,69 @@ class RunHandlers:
             if isinstance(entry, Mapping)
         ]
         return ok("Run fetched successfully", rendered)
+
+    async def run_now(self, call: Call) -> RecordedResponse:
+        async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
+            answer = await start_run(call, conn)
+        return ok("Workflow run queued", answer)
+
+
+async def insert_row(conn: asyncpg.Connection, table: str, row: Mapping[str, Any]) -> None:
+    """One mapped row inserted as it is (jsonb values sent as JSON text)."""
+    columns = list(row)
+    values = [
+        json.dumps(row[c], ensure_ascii=False) if c in _JSONB and row[c] is not None else row[c]
+        for c in columns
+    ]
+    casts = [f"${n}::jsonb" if c in _JSONB else f"${n}" for n, c in enumerate(columns, 1)]
+    await conn.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(casts)})", *values
+    )
+
+
+async def start_run(call: Call, conn: asyncpg.Connection) -> dict[str, Any]:
+    """legacy's runNow inside the caller's transaction: the run, its audit and outbox rows,
+    and its dispatch row (with a NOTIFY the dispatcher hears once this commits)."""
+    workflow = await load_workflow(conn, call.text("workflow_id"))
+    caller, now = call.caller, call.now
+    run: Document = {
+        "job_run_id": new_id("job_run"),
+        "workflow_id": workflow["workflow_id"],
+        "job_id": workflow["job_id"],
+        "workspace_id": workflow["workspace_id"],
+        "subscription_id": caller.subscription_id,
+        "status": "queued",
+        "created_at": now,
+        "completed_at": None,
+        "duration_ms": None,
+        "triggered_by": caller.user_id,
+        "trigger_type": "manual",
+        "error_message": None,
+        "rows_processed": None,
+        "logs": [{"ts": now, "level": "INFO", "message": f"Run queued by {caller.user_id}"}],
+    }
+    mapped = RUNS_SPEC.map_document(run, _CONTEXT)
+    if isinstance(mapped, Quarantined):  # built here: a bug, answered 500
+        raise RuntimeError(f"run document not mappable: {mapped.reason}")
+    await ensure_subscription(conn, caller.subscription_id)
+    await insert_row(conn, "job_runs", mapped.rows["job_runs"][0])
+    answer = {"job_run_id": run["job_run_id"], "status": "queued"}
+    activity = await record_activity(
+        conn, call, "executed", "workflow", workflow["workflow_id"], workflow["workflow_name"],
+        current=answer,
+    )  # fmt: skip
+    await record_outbox(
+        conn, caller.subscription_id, "job_runs", run["job_run_id"], "insert",
+        {"activity": activity},
+    )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO run_dispatch (job_run_id, subscription_id, workflow_id) VALUES ($1, $2, $3)",
+        run["job_run_id"],
+        caller.subscription_id,
+        workflow["workflow_id"],
+    )
+    await conn.execute(f"NOTIFY {DISPATCH_CHANNEL}")
+    return answer
 
 
 class ActivityHandlers:

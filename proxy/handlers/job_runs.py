@@ -1,7 +1,6 @@
 """The job_runs endpoints' new side (handlers in :mod:`proxy.handlers.history`).
 
-``POST /workflow/runNow`` has no new side yet: job_runs can be shadowed and
-canaried (reads), not put in ``new``.
+``runNow`` queues the run for the run worker (``strangler runs work``).
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ ENTITY = "job_runs"
 
 
 def register(registry: HandlerRegistry, deps: HandlerDeps) -> None:
-    """Register the job_runs read endpoints of LEGACY.md section 3."""
+    """Register every job_runs endpoint of LEGACY.md section 3."""
     runs = RunHandlers(deps.pg_pool)
     secret, clock = deps.settings.jwt_secret, deps.clock
     for route, handler in (
         ("GET /jobRun/getRuns", runs.get_runs),
         ("GET /jobRun/getRun", runs.get_run),
+        ("POST /workflow/runNow", runs.run_now),
     ):
         registry.add(ENTITY, route, endpoint(secret, clock, handler))
