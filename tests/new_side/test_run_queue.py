@@ -2,6 +2,7 @@
 driven to its final status exactly once, whatever is delivered twice or left by a dead
 worker; status changes on pub/sub and in the outbox for legacy."""
 
+# ruff: noqa: E501  (the test reads best one step per line)
 from __future__ import annotations
 
 import asyncio
@@ -70,24 +71,34 @@ async def test_run_now_answers_as_legacy_and_commits_run_activity_outbox_and_dis
     body = {"workflow_id": flow["workflow_id"]}
     legacy, new = await sides.both("POST", "/workflow/runNow", tenant, body=body)
     theirs, ours = legacy.json()["data"]["job_run_id"], new.json()["data"]["job_run_id"]
-    aligned = RecordedResponse(new.status, new.headers, new.body.replace(ours.encode(), theirs.encode()))
-    result = compare_responses(legacy, aligned, RULES.for_entity("job_runs"), endpoint="POST /workflow/runNow")
+    aligned = RecordedResponse(
+        new.status, new.headers, new.body.replace(ours.encode(), theirs.encode())
+    )
+    result = compare_responses(
+        legacy, aligned, RULES.for_entity("job_runs"), endpoint="POST /workflow/runNow"
+    )
     assert result.equal, result.differences
     async with sides.pool.acquire() as conn:
         dispatch = await conn.fetchrow("SELECT * FROM run_dispatch WHERE job_run_id = $1", ours)
         outbox = await conn.fetchval(
-            "SELECT count(*) FROM migration_outbox WHERE entity = 'job_runs' AND legacy_id = $1", ours
+            "SELECT count(*) FROM migration_outbox WHERE entity = 'job_runs' AND legacy_id = $1",
+            ours,
         )
         activity = await conn.fetchrow(
-            "SELECT action, object_id FROM user_activity WHERE current_data ->> 'job_run_id' = $1", ours
+            "SELECT action, object_id FROM user_activity WHERE current_data ->> 'job_run_id' = $1",
+            ours,
         )
     assert dispatch is not None and dispatch["published_at"] is None
     assert outbox == 1 and activity is not None
     assert (activity["action"], activity["object_id"]) == ("executed", flow["workflow_id"])
     row = await _run_row(sides, ours)
-    assert row["status"] == "queued" and row["logs"][0]["message"] == f"Run queued by {tenant.user_id}"
+    assert (
+        row["status"] == "queued" and row["logs"][0]["message"] == f"Run queued by {tenant.user_id}"
+    )
     # the run as legacy's runNow writes it (legacy's own has moved on: its simulator runs it)
-    run = (await sides.call_new("GET", "/jobRun/getRun", tenant, {"job_run_id": ours})).json()["data"]
+    run = (await sides.call_new("GET", "/jobRun/getRun", tenant, {"job_run_id": ours})).json()[
+        "data"
+    ]
     assert {k: run[k] for k in ("workflow_id", "job_id", "workspace_id", "subscription_id",
             "status", "triggered_by", "trigger_type", "completed_at", "duration_ms")} == {
         "workflow_id": flow["workflow_id"], "job_id": flow["job_id"],
@@ -95,7 +106,9 @@ async def test_run_now_answers_as_legacy_and_commits_run_activity_outbox_and_dis
         "status": "queued", "triggered_by": tenant.user_id, "trigger_type": "manual",
         "completed_at": None, "duration_ms": None,
     }  # fmt: skip
-    legacy_run = (await sides.call_legacy("GET", "/jobRun/getRun", tenant, {"job_run_id": theirs})).json()["data"]
+    legacy_run = (
+        await sides.call_legacy("GET", "/jobRun/getRun", tenant, {"job_run_id": theirs})
+    ).json()["data"]
     assert run["logs"][0] == {**legacy_run["logs"][0], "message": f"Run queued by {tenant.user_id}"}
     # another tenant's workflow, a missing one, no id: legacy's 404s and 400
     for body in ({"workflow_id": "wf_000000000000"}, {}):
@@ -112,7 +125,9 @@ async def test_the_worker_drives_each_run_to_its_end_and_announces_every_step(
     await pubsub.psubscribe(run_channel(redis_prefix, tenant.subscription_id, "*"))
     runs = {}
     for flow in (good, broken):
-        answer = await sides.call_new("POST", "/workflow/runNow", tenant, body={"workflow_id": flow["workflow_id"]})
+        answer = await sides.call_new(
+            "POST", "/workflow/runNow", tenant, body={"workflow_id": flow["workflow_id"]}
+        )
         runs[flow["workflow_id"]] = answer.json()["data"]["job_run_id"]
     await _drain(worker)
     done = await _run_row(sides, runs[good["workflow_id"]])
@@ -121,7 +136,10 @@ async def test_the_worker_drives_each_run_to_its_end_and_announces_every_step(
         f"Run queued by {tenant.user_id}", "Run started", "Run completed"]  # fmt: skip
     assert done["duration_ms"] is not None and done["completed_at"] is not None
     failed = await _run_row(sides, runs[broken["workflow_id"]])
-    assert (failed["status"], failed["error_message"]) == ("failed", "workFlowDiagram is not valid JSON")
+    assert (failed["status"], failed["error_message"]) == (
+        "failed",
+        "workFlowDiagram is not valid JSON",
+    )
     heard: list[dict[str, Any]] = []
     async with asyncio.timeout(10):
         while len(heard) < 4:  # None: the subscription's confirmation, or nothing yet
@@ -145,13 +163,21 @@ async def test_the_worker_drives_each_run_to_its_end_and_announces_every_step(
 async def test_a_message_delivered_twice_finishes_its_run_once(sides, tenant, worker, redis_client):
     flow = workflow(tenant)
     await seed(sides, "workflows", [flow])
-    answer = await sides.call_new("POST", "/workflow/runNow", tenant, body={"workflow_id": flow["workflow_id"]})
+    answer = await sides.call_new(
+        "POST", "/workflow/runNow", tenant, body={"workflow_id": flow["workflow_id"]}
+    )
     run_id = answer.json()["data"]["job_run_id"]
     await worker.dispatch_once()
     # the dispatcher crashed after its XADD, before its commit: the message is added again
-    await redis_client.xadd(worker.stream, run_message(run_id, tenant.subscription_id, flow["workflow_id"]))
-    other = RunWorker(sides.pool, redis_client, consumer="w2", prefix=worker.prefix, step_seconds=0.0)
-    await asyncio.gather(worker.consume_once(count=1, block_ms=10), other.consume_once(count=1, block_ms=10))
+    await redis_client.xadd(
+        worker.stream, run_message(run_id, tenant.subscription_id, flow["workflow_id"])
+    )
+    other = RunWorker(
+        sides.pool, redis_client, consumer="w2", prefix=worker.prefix, step_seconds=0.0
+    )
+    await asyncio.gather(
+        worker.consume_once(count=1, block_ms=10), other.consume_once(count=1, block_ms=10)
+    )
     row = await _run_row(sides, run_id)
     assert row["status"] == "completed"
     assert [e["message"] for e in row["logs"]].count("Run started") == 1
@@ -167,13 +193,17 @@ async def test_messages_of_a_dead_worker_are_claimed_and_poison_goes_to_dead_let
     await seed(sides, "workflows", [flow])
     ids = []
     for _ in range(3):
-        answer = await sides.call_new("POST", "/workflow/runNow", tenant, body={"workflow_id": flow["workflow_id"]})
+        answer = await sides.call_new(
+            "POST", "/workflow/runNow", tenant, body={"workflow_id": flow["workflow_id"]}
+        )
         ids.append(answer.json()["data"]["job_run_id"])
     await worker.dispatch_once()
     # a worker reads them and dies before driving any (kill -9: nothing acknowledged)
     dead = await redis_client.xreadgroup(RUN_GROUP, "dead-worker", {worker.stream: ">"}, count=10)
     assert len(dead[0][1]) == 3
-    await redis_client.xadd(worker.stream, run_message("run_00000000gone", tenant.subscription_id, "wf"))
+    await redis_client.xadd(
+        worker.stream, run_message("run_00000000gone", tenant.subscription_id, "wf")
+    )
     await worker.consume_once(count=10, block_ms=10)  # the unknown run: dead-lettered at once
     await asyncio.sleep(0.1)  # past claim_idle_ms
     assert await worker.claim_once() == 3
@@ -189,7 +219,9 @@ async def test_a_run_that_always_fails_to_be_driven_ends_failed_in_dead_letters(
 ) -> None:
     flow = workflow(tenant)
     await seed(sides, "workflows", [flow])
-    answer = await sides.call_new("POST", "/workflow/runNow", tenant, body={"workflow_id": flow["workflow_id"]})
+    answer = await sides.call_new(
+        "POST", "/workflow/runNow", tenant, body={"workflow_id": flow["workflow_id"]}
+    )
     run_id = answer.json()["data"]["job_run_id"]
     await worker.dispatch_once()
 
