@@ -34,6 +34,7 @@ from proxy.forward import (
 )
 from proxy.headers import UpstreamHeaders, upstream_headers
 from proxy.metrics import ProxyMetrics
+from proxy.realtime import LiveFanout
 from proxy.reload import TableHolder
 from proxy.table import UNROUTED, EntityPlan, Route
 from proxy.touched import TouchedRecorder
@@ -71,6 +72,7 @@ class ProxyApp:
         write_deadline: float = 30.0,
         touched: TouchedRecorder | None = None,
         shadow_new: LegacyForwarder | None = None,
+        live: LiveFanout | None = None,
     ) -> None:
         self.tables = tables
         # Where a comparison asks the new side (None: its handler, in this process).
@@ -90,6 +92,8 @@ class ProxyApp:
         self._write_deadline = write_deadline
         # Names the documents of legacy writes to the forward sync (None: the sweep alone).
         self.touched = touched
+        # Serves the WebSockets of entities in new over Redis (None: all go to legacy).
+        self.live = live
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -346,10 +350,14 @@ class ProxyApp:
     # --- WebSocket ---------------------------------------------------------------------------
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        # Every WebSocket goes to legacy in every mode (the realtime fan-out moves later).
+        # An entity in new: served here over Redis (proxy.realtime); otherwise legacy's hub.
+        route = self.tables.current.lookup_websocket(scope["path"])
         self.metrics.websockets.inc()
         try:
-            await self.websockets.forward(scope, receive, send)
+            if route is not None and route.entity.mode == "new" and self.live is not None:
+                await self.live.serve(scope, receive, send, route.entity.name)
+            else:
+                await self.websockets.forward(scope, receive, send)
         finally:
             self.metrics.websockets.dec()
 

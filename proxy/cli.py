@@ -16,6 +16,7 @@ from proxy.fence import MAX_FENCE_SECONDS
 from proxy.fence_client import lift_fence, set_fence
 from proxy.handlers import HANDLER_MODULES
 from proxy.metrics import ProxyMetrics
+from proxy.realtime import LiveFanout
 from proxy.registry import HandlerDeps, load_handler_modules, required_services
 from proxy.rules import load_rules
 from proxy.server import ENGINES, ProxyConfig, ProxyInstance, fastest_loop, serve
@@ -94,6 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "entities in new) instead of running its handlers here: the comparisons' PostgreSQL "
         "work then leaves this process (default: in-process)",
     )
+    s.add_argument(
+        "--redis-prefix",
+        default="",
+        help="prefix of the live-update channels (as strangler runs work --redis-prefix): "
+        "the WebSockets of entities in new are served from them",
+    )
     s.set_defaults(handler=_serve)
 
     c = commands.add_parser(
@@ -171,6 +178,18 @@ def _write_tracking(
     return ConsistencyStore(client), TouchedRecorder(client, metrics.registry)
 
 
+def _live_updates(
+    stack: AsyncExitStack, settings: Settings, deps: HandlerDeps, prefix: str
+) -> LiveFanout:
+    """The WebSockets of entities in new, served over Redis pub/sub (proxy.realtime), on a
+    client of their own (its one subscription lives as long as the proxy)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(settings.redis_url)
+    stack.push_async_callback(client.aclose)
+    return LiveFanout(client, settings.jwt_secret, prefix=prefix, pool=deps.pg_pool)
+
+
 async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
     config = ProxyConfig(
         legacy_url=settings.legacy_url,
@@ -210,6 +229,7 @@ async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
             metrics,
             consistency=consistency,
             touched=touched,
+            live=_live_updates(stack, settings, deps, args.redis_prefix),
         )
         try:
             await serve(instance)

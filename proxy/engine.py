@@ -263,7 +263,7 @@ class ClientConnection(asyncio.Protocol):
         if req is None or self.queue:  # an upgrade pipelined behind requests: not supported
             self._bad_request(400, "Bad request")
             return
-        self.tunnel = Tunnel(self.server, self, req, rest)
+        self.tunnel = Tunnel(self.server, self, req, rest, self.server.websocket_pool(req))
         self.tunnel.start()
 
     def _bad_request(self, status: int, message: str) -> None:
@@ -291,6 +291,8 @@ class FastServer:
         self.app = app
         self.metrics = app.metrics
         self.pool = UpstreamPool(legacy_url, timeouts)
+        # The in-process listener of the WebSockets of entities in new (ProxyInstance sets it).
+        self.live_pool: UpstreamPool | None = None
         self.read_timeout = timeouts.read
         self.connections: set[ClientConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -300,6 +302,16 @@ class FastServer:
         self._quiet = asyncio.Event()  # set when a connection finished a request while stopping
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop  # set by start()
+
+    def websocket_pool(self, req: Request) -> UpstreamPool | None:
+        """Where an upgrade goes: the live listener for an entity in new, else legacy (None)."""
+        if self.live_pool is None:
+            return None
+        path = req.target.split(b"?", 1)[0].decode("latin-1")
+        route = self.app.tables.current.lookup_websocket(path)
+        if route is not None and route.entity.mode == "new" and self.app.live is not None:
+            return self.live_pool
+        return None
 
     async def start(self, sock: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()

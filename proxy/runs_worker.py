@@ -1,6 +1,6 @@
 """The run worker (``strangler runs work``): runs started on the new side, driven to the end.
 
-Three loops share one process (docs/runs.md):
+Four loops share one process (docs/runs.md):
 
 * the dispatcher adds each pending ``run_dispatch`` row's message (:mod:`strangler.runs`)
   to the Redis Stream, then marks the row published, in the transaction that locked it
@@ -15,6 +15,11 @@ Three loops share one process (docs/runs.md):
   ``claim_idle_ms`` (a dead or stuck worker: XPENDING, then XCLAIM); that wait is the
   retry's backoff. A message delivered ``max_deliveries`` times goes to the dead-letter
   stream ``runs:dead`` with the reason, and its run, if still not final, is failed.
+
+* the activity relay (one per database: a session advisory lock elects it) LISTENs for the
+  ``activity_feed`` NOTIFY of each recent ``user_activity`` row (schema 0042: the new
+  side's writes and the legacy writes the forward sync brings), reads the row and
+  publishes it, as ``getActivity`` lists it, on the tenant's activity channel.
 
 At-least-once, and idempotent by ``job_run_id``: every status change is an UPDATE guarded
 by the status it leaves (``WHERE status = 'queued'``, then ``'running'``), so a message
@@ -40,13 +45,15 @@ from redis.exceptions import RedisError, ResponseError
 
 from migrators.entities.common import to_json
 from proxy.handlers._pg import record_outbox
-from proxy.handlers.history import DISPATCH_CHANNEL
+from proxy.handlers.access import render_fields
+from proxy.handlers.history import ACTIVITY, ACTIVITY_COLUMNS, DISPATCH_CHANNEL, ActivityHandlers
 from schema.tenancy import enter_sync, enter_tenant
 from strangler.runs import (
     DEAD_STREAM,
     FINAL_STATUSES,
     RUN_GROUP,
     RUN_STREAM,
+    activity_channel,
     run_channel,
     run_message,
     run_outcome,
@@ -56,6 +63,9 @@ from strangler.runs import (
 __all__ = ["RunWorker", "WorkerCounts"]
 
 log = logging.getLogger(__name__)
+
+ACTIVITY_FEED = "activity_feed"  # schema 0042's NOTIFY channel
+_RELAY_LOCK = 0x5354524E52454C59  # "STRNRELY": one activity relay per database
 
 
 @dataclass
@@ -67,6 +77,7 @@ class WorkerCounts:
     claimed: int = 0  # messages taken over from another consumer
     dead: int = 0  # messages sent to the dead-letter stream
     failures: int = 0  # handling attempts that raised (left pending, retried later)
+    relayed: int = 0  # activity entries published
 
 
 class _NoRun(Exception):
@@ -326,6 +337,60 @@ class RunWorker:
             log.warning("publishing run %s %s failed: %s", job_run_id, status, exc)
         return True
 
+    # --- the activity relay ---------------------------------------------------------------
+
+    async def relay_forever(self, stop: asyncio.Event) -> None:
+        """Publish each recent user_activity row once it committed (while elected)."""
+        conn: asyncpg.Connection = await self._pool.acquire()
+        heard: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_notify(*args: Any) -> None:
+            heard.put_nowait(args[-1])
+
+        try:
+            while not stop.is_set():  # elected: one relay per database, or entries twice
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK):
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+            if stop.is_set():
+                return
+            await conn.add_listener(ACTIVITY_FEED, on_notify)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    payloads = [await asyncio.wait_for(heard.get(), 0.5)]
+                    while not heard.empty():
+                        payloads.append(heard.get_nowait())
+                    await self._relay(payloads)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(ACTIVITY_FEED, on_notify)
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+            await self._pool.release(conn)
+
+    async def _relay(self, payloads: list[str]) -> None:
+        keys = [json.loads(p) for p in payloads]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await enter_sync(conn)
+            rows = await conn.fetch(
+                f"SELECT {ACTIVITY_COLUMNS} FROM user_activity "
+                "WHERE (activity_id, created_at) IN "
+                "(SELECT * FROM unnest($1::text[], $2::timestamptz[])) "
+                "ORDER BY created_at, activity_id",
+                [k["activity_id"] for k in keys],
+                [datetime.fromisoformat(k["created_at"]) for k in keys],
+            )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                entry = render_fields(ActivityHandlers.document_of(row), ACTIVITY)
+                pipe.publish(activity_channel(self.prefix, row["subscription_id"]),
+                             json.dumps(entry))  # fmt: skip
+            try:
+                await pipe.execute()
+            except RedisError as exc:  # live updates are best effort; the rows stay
+                log.warning("publishing %d activity entries failed: %s", len(rows), exc)
+        self.counts.relayed += len(rows)
+
     # --- the whole worker ------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> WorkerCounts:
@@ -351,6 +416,7 @@ class RunWorker:
 
         tasks = [
             asyncio.create_task(self._dispatch_forever(stop), name="runs-dispatch"),
+            asyncio.create_task(self.relay_forever(stop), name="activity-relay"),
             asyncio.create_task(claim(), name="runs-claim"),
             *(
                 asyncio.create_task(consume(), name=f"runs-consume-{n}")

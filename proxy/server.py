@@ -28,10 +28,12 @@ from proxy.engine import FastServer
 from proxy.fence import FenceBoard
 from proxy.forward import LegacyForwarder
 from proxy.metrics import ProxyMetrics
+from proxy.realtime import LiveFanout
 from proxy.registry import HandlerRegistry
 from proxy.reload import TableHolder
 from proxy.touched import TouchedRecorder
 from proxy.upstream import UPSTREAM_CLIENTS, Timeouts
+from proxy.upstream_pool import UpstreamPool
 from proxy.websocket import WebSocketForwarder
 from strangler.exchange import ShadowSink
 
@@ -105,8 +107,10 @@ class ProxyInstance:
         metrics: ProxyMetrics | None = None,
         consistency: ConsistencyStore | None = None,
         touched: TouchedRecorder | None = None,
+        live: LiveFanout | None = None,
     ) -> None:
         self.config = config
+        self.live = live
         self.metrics = metrics or ProxyMetrics()
         self.registry = registry
         self.fences = FenceBoard()
@@ -143,6 +147,7 @@ class ProxyInstance:
             write_deadline=config.timeouts.read,
             touched=touched,
             shadow_new=shadow_new,
+            live=live,
         )
         self.admin_app = build_admin_app(self.tables, self.fences, self.metrics, config.instance)
         self._servers: list[_SharedLoopServer] = []
@@ -182,8 +187,20 @@ class ProxyInstance:
             await self.shadow_new_upstream.start()
         await self.websockets.start()
         served: list[tuple[Any, socket.socket]] = [(self.admin_app, self._sockets[1])]
+        if self.live is not None:
+            await self.live.start()
         if self.config.engine == "fast":
             self._fast = FastServer(self.app, self.config.legacy_url, self.config.timeouts)
+            if self.live is not None:
+                # The engine tunnels upgrades; those of entities in new come here, where
+                # uvicorn speaks WebSocket to the app (proxy.realtime serves them).
+                live_sock = _bind("127.0.0.1", 0)
+                self._sockets.append(live_sock)
+                served.append((self.app, live_sock))
+                port = live_sock.getsockname()[1]
+                self._fast.live_pool = UpstreamPool(
+                    f"http://127.0.0.1:{port}", self.config.timeouts
+                )
             await self._fast.start(self._sockets[0])
         else:
             served.insert(0, (self.app, self._sockets[0]))
@@ -227,6 +244,8 @@ class ProxyInstance:
         self._tasks.clear()
         self._servers.clear()
         await self.websockets.close()
+        if self.live is not None:
+            await self.live.stop()
         await self.upstream.close()
         if self.shadow_new_upstream is not None:
             await self.shadow_new_upstream.close()

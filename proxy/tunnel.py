@@ -1,6 +1,8 @@
 """Upgraded connections (WebSockets) in the fast engine: the handshake and then raw bytes.
 
-Every WebSocket goes to legacy in every mode. The client's upgrade request is forwarded with
+A WebSocket goes to legacy, or, for an entity in ``new``, to the proxy's own in-process
+listener that serves it over Redis (proxy.realtime; ``FastServer.live_pool``). The
+client's upgrade request is forwarded with
 the usual header rules (hop-by-hop headers dropped, X-Forwarded-*, request id) but with its
 ``Upgrade`` and the WebSocket handshake headers kept, so legacy answers the client's own
 handshake: its ``101`` (subprotocol included) or its refusal (401...) reaches the client as
@@ -20,6 +22,7 @@ from proxy.headers import upstream_head
 
 if TYPE_CHECKING:
     from proxy.engine import ClientConnection, FastServer, Request
+    from proxy.upstream_pool import UpstreamPool
 
 __all__ = ["Tunnel"]
 
@@ -50,10 +53,18 @@ class _UpstreamSide(asyncio.Protocol):
 
 
 class Tunnel:
-    def __init__(self, server: FastServer, conn: ClientConnection, req: Request, rest: bytes):
+    def __init__(
+        self,
+        server: FastServer,
+        conn: ClientConnection,
+        req: Request,
+        rest: bytes,
+        pool: UpstreamPool | None = None,
+    ):
         self.server = server
         self.conn = conn
-        pool = server.pool
+        # legacy's, or the in-process listener serving the WebSockets of entities in new
+        self.pool = pool = pool or server.pool
         head, self.request_id, _ = upstream_head(
             req.method,
             pool.prefix + req.target,
@@ -74,7 +85,7 @@ class Tunnel:
         self.server.spawn(self._open())
 
     async def _open(self) -> None:
-        pool = self.server.pool
+        pool = self.pool
         loop = self.server.loop
         try:
             async with asyncio.timeout(pool.connect_timeout):

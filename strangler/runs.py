@@ -32,6 +32,7 @@ __all__ = [
     "MESSAGE_VERSION",
     "RUN_GROUP",
     "RUN_STREAM",
+    "activity_channel",
     "run_channel",
     "run_message",
     "run_outcome",
@@ -55,6 +56,12 @@ def run_message(job_run_id: str, subscription_id: str, workflow_id: str) -> dict
 def run_channel(prefix: str, subscription_id: str, workflow_id: str) -> str:
     """The pub/sub channel a run's status changes are published on."""
     return f"{prefix}runs:{subscription_id}:{workflow_id}"
+
+
+def activity_channel(prefix: str, subscription_id: str) -> str:
+    """The pub/sub channel a tenant's activity entries are published on (each as
+    ``getActivity`` lists it)."""
+    return f"{prefix}activity:{subscription_id}"
 
 
 def status_message(run: dict[str, Any], status: str, moment: datetime) -> dict[str, Any]:

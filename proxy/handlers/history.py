@@ -77,7 +77,7 @@ _RUN_COLUMNS = (
     "completed_at, duration_ms, triggered_by, trigger_type, error_message, rows_processed, "
     "extra"
 )
-_ACTIVITY_COLUMNS = (
+ACTIVITY_COLUMNS = (
     "id, activity_id, subscription_id, user_id, action, object_type, object_id, object_name, "
     "ip_address, user_agent, previous_data, current_data, created_at, extra"
 )
@@ -291,7 +291,7 @@ class ActivityHandlers:
         filters.window(call)
         limit, args, skip = _page_args(filters, call)
         page_sql = (
-            f"SELECT {_ACTIVITY_COLUMNS}, {LISTED_TOTAL} FROM user_activity{filters.sql} "
+            f"SELECT {ACTIVITY_COLUMNS}, {LISTED_TOTAL} FROM user_activity{filters.sql} "
             f"ORDER BY created_at DESC, activity_id DESC{limit}"
         )
         return page_sql, f"SELECT count(*) FROM user_activity{filters.sql}", args, skip
