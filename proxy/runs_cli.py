@@ -92,6 +92,7 @@ def _work(args: argparse.Namespace) -> int:
             pool, redis, consumer=args.consumer, prefix=args.redis_prefix,
             step_seconds=args.step_seconds, concurrency=args.concurrency,
             claim_idle_ms=args.claim_idle_ms, max_deliveries=args.max_deliveries,
+            listen_url=settings.database_url,
         )  # fmt: skip
         print(
             f"run worker {args.consumer}: {redact_url(settings.database_url)}, "

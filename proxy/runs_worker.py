@@ -34,7 +34,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +105,7 @@ class RunWorker:
         max_deliveries: int = 5,
         poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        listen_url: str | None = None,
     ) -> None:
         if concurrency < 1 or max_deliveries < 1 or claim_idle_ms < 1:
             raise ValueError("concurrency, max_deliveries and claim_idle_ms must be >= 1")
@@ -120,6 +121,21 @@ class RunWorker:
         self._clock = clock
         self.counts = WorkerCounts()
         self._wake = asyncio.Event()
+        # The dispatcher and the relay LISTEN on connections of their own (held as long as
+        # the worker runs); without a URL they take them from the pool.
+        self._listen_url = listen_url
+
+    @contextlib.asynccontextmanager
+    async def _listening(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._listen_url is None:
+            async with self._pool.acquire() as conn:
+                yield conn
+            return
+        conn = await asyncpg.connect(self._listen_url)
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -165,22 +181,21 @@ class RunWorker:
         self._wake.set()
 
     async def _dispatch_forever(self, stop: asyncio.Event) -> None:
-        conn: asyncpg.Connection = await self._pool.acquire()
-        try:
+        async with self._listening() as conn:
             await conn.add_listener(DISPATCH_CHANNEL, self._heard)
-            while not stop.is_set():
-                try:
-                    while await self.dispatch_once():
-                        pass
-                except (RedisError, OSError, asyncpg.PostgresError) as exc:
-                    log.warning("run dispatch failed (retried): %s", type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
-                self._wake.clear()
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(DISPATCH_CHANNEL, self._heard)
-            await self._pool.release(conn)
+            try:
+                while not stop.is_set():
+                    try:
+                        while await self.dispatch_once():
+                            pass
+                    except (RedisError, OSError, asyncpg.PostgresError) as exc:
+                        log.warning("run dispatch failed (retried): %s", type(exc).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll)
+                    self._wake.clear()
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(DISPATCH_CHANNEL, self._heard)
 
     # --- consumers -------------------------------------------------------------------------
 
@@ -341,32 +356,31 @@ class RunWorker:
 
     async def relay_forever(self, stop: asyncio.Event) -> None:
         """Publish each recent user_activity row once it committed (while elected)."""
-        conn: asyncpg.Connection = await self._pool.acquire()
         heard: asyncio.Queue[str] = asyncio.Queue()
 
         def on_notify(*args: Any) -> None:
             heard.put_nowait(args[-1])
 
-        try:
-            while not stop.is_set():  # elected: one relay per database, or entries twice
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK):
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
-            if stop.is_set():
-                return
-            await conn.add_listener(ACTIVITY_FEED, on_notify)
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    payloads = [await asyncio.wait_for(heard.get(), 0.5)]
-                    while not heard.empty():
-                        payloads.append(heard.get_nowait())
-                    await self._relay(payloads)
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(ACTIVITY_FEED, on_notify)
-                await conn.execute("SELECT pg_advisory_unlock_all()")
-            await self._pool.release(conn)
+        async with self._listening() as conn:
+            try:
+                while not stop.is_set():  # elected: one relay per database, or entries twice
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK):
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2.0)
+                if stop.is_set():
+                    return
+                await conn.add_listener(ACTIVITY_FEED, on_notify)
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        payloads = [await asyncio.wait_for(heard.get(), 0.5)]
+                        while not heard.empty():
+                            payloads.append(heard.get_nowait())
+                        await self._relay(payloads)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(ACTIVITY_FEED, on_notify)
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
 
     async def _relay(self, payloads: list[str]) -> None:
         keys = [json.loads(p) for p in payloads]
