@@ -164,6 +164,11 @@ class EntitySpec:
     # Time series (rows partitioned by month): the created_at a document's row gets, so
     # that verify can compare a time window (and leave out what retention dropped).
     moment: Callable[[Document], datetime] | None = None
+    # Entries are only ever added, each with an id of its own, on either side (activity):
+    # the forward sync never rests for it, in no mode. An entry the reverse sync carried to
+    # MongoDB comes back as the same row, and no entry changes, so the hazard that makes
+    # the forward sync rest in new (an older state read back over a newer row) cannot be.
+    append_only: bool = False
 
     def __post_init__(self) -> None:
         if self.tenant_from is not None and len(self.tables) != 1:

@@ -167,12 +167,13 @@ class Walk:
             )
         started = datetime.now(UTC)
         await self._apply(conn, probes, change, gates)
-        specs = group_specs(entity)
-        if change.to_mode == "new":
+        # an append-only entity's forward sync never rests (migrators.spec.EntitySpec)
+        specs = [spec for spec in group_specs(entity) if not spec.append_only]
+        if change.to_mode == "new" and specs:
             # PostgreSQL is the truth now: the forward sync rests (docs/new_side.md).
             await self.stack.stop_forward(specs)
             self.say("   forward sync resting for " + ", ".join(s.name for s in specs))
-        elif change.from_mode == "new":
+        elif change.from_mode == "new" and specs:
             self.stack.start_forward(specs)
             self.say("   forward sync running again for " + ", ".join(s.name for s in specs))
         await self.dwell(self.times.dwell)

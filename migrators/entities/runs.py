@@ -263,6 +263,7 @@ SPECS = (
         legacy_id_column="activity_id",
         normalize=normalize_activity,
         moment=row_moment,
+        append_only=True,
         references=(
             _subscription_reference(),
             Reference("user_id", "users", "user_id", "dangling_user"),
