@@ -40,6 +40,7 @@ from migrators.touched import CONSUMER_GROUP, stream_key
 from migrators.verify import verify_entity
 from proxy.errors import AdminUnreachable
 from schema.connect import connect
+from schema.tenancy import enter_sync
 from shadow_compare.endpoints import load_entity_endpoints
 from shadow_compare.report import Gates, build_report
 from shadow_compare.store import ResultStore
@@ -147,6 +148,17 @@ async def touched_backlog(redis: aioredis.Redis, entity: str, *, prefix: str = "
     return int(await redis.xlen(key))
 
 
+async def _runs_in_flight(conn: asyncpg.Connection) -> int:
+    """Runs the new side started (run_dispatch) that are not final yet."""
+    async with conn.transaction():
+        await enter_sync(conn)
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM run_dispatch d JOIN job_runs r USING (job_run_id) "
+            "WHERE r.status IN ('queued', 'running')"
+        )
+    return count
+
+
 def drain_check(
     change: Change,
     conn: asyncpg.Connection,
@@ -171,6 +183,12 @@ def drain_check(
 
     async def drained(fenced_at: float) -> tuple[bool, str]:
         if change.from_mode == "new":  # leaving new as the truth: the outbox must be empty
+            running = await _runs_in_flight(conn) if "job_runs" in names else 0
+            if running:  # the run worker would go on writing them once legacy is the truth
+                return False, (
+                    f"{running} run(s) started on the new side not final yet "
+                    "('strangler runs work' drives them; runNow is fenced meanwhile)"
+                )
             left = sum([await pending_count(conn, name) for name in names])
             return left == 0, f"{left} outbox row(s) still to apply ('strangler reverse-sync')"
         states = []

@@ -64,3 +64,36 @@ async def test_leaving_new_waits_for_the_outbox_of_every_member(
         assert drained
     finally:
         await conn.close()
+
+
+async def test_job_runs_leave_new_only_once_the_runs_started_there_are_final(
+    migrated_database_url: str,
+) -> None:
+    """Were runs still queued or running, the run worker would go on writing them with
+    legacy the truth again (and legacy's simulator never takes them over)."""
+    conn = await asyncpg.connect(migrated_database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO subscriptions (id, subscription_id) "
+            "VALUES (gen_random_uuid(), 'sub_000000000001')"
+        )
+        await conn.execute(
+            "INSERT INTO job_runs (id, job_run_id, subscription_id, status, created_at) "
+            "VALUES (gen_random_uuid(), 'run_1', 'sub_000000000001', 'running', now())"
+        )
+        await conn.execute(
+            "INSERT INTO run_dispatch (job_run_id, subscription_id, workflow_id) "
+            "VALUES ('run_1', 'sub_000000000001', 'wf_1')"
+        )
+        back = Change("job_runs", "new", "legacy", 0.0, 0.0)
+
+        async def never_called(entity: str, age: float) -> tuple[bool, str]:
+            raise AssertionError("leaving new is not verified")
+
+        drained, detail = await drain_check(back, conn, None, never_called)(0.0)
+        assert not drained and detail.startswith("1 run(s) started on the new side")
+        await conn.execute("UPDATE job_runs SET status = 'completed'")
+        drained, detail = await drain_check(back, conn, None, never_called)(0.0)
+        assert drained, detail
+    finally:
+        await conn.close()
