@@ -75,4 +75,6 @@ async def test_shipped_corpora_replay_equal_against_two_seeded_emulators() -> No
         "users",
         "groups",
         "roles",
+        "job_runs",
+        "activity",
     }
