@@ -5,11 +5,12 @@
 -- without a run (the message is added only after the run committed). A crash between the
 -- XADD and the mark adds the message twice; consumers are idempotent by job_run_id.
 -- The insert also NOTIFYs run_dispatch, so a listening dispatcher publishes at once.
--- Not a tenant table: the dispatcher serves every tenant.
+-- A tenant table (runNow inserts as the caller's tenant); the dispatcher, as
+-- strangler_sync, serves every tenant.
 CREATE TABLE run_dispatch (
     id              bigserial PRIMARY KEY,
     job_run_id      text NOT NULL,
-    subscription_id text NOT NULL,
+    subscription_id text NOT NULL REFERENCES subscriptions (subscription_id),
     workflow_id     text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     published_at    timestamptz,
@@ -17,6 +18,5 @@ CREATE TABLE run_dispatch (
 );
 CREATE INDEX run_dispatch_pending ON run_dispatch (id) WHERE published_at IS NULL;
 
-GRANT SELECT, INSERT ON run_dispatch TO strangler_app;
-GRANT USAGE ON SEQUENCE run_dispatch_id_seq TO strangler_app;
-GRANT SELECT, UPDATE, DELETE ON run_dispatch TO strangler_sync;
+SELECT strangler_enable_tenant_isolation('run_dispatch');
+GRANT USAGE ON SEQUENCE run_dispatch_id_seq TO strangler_app, strangler_sync;

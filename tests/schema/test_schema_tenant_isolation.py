@@ -77,6 +77,9 @@ ROW_OF_TENANT.update({
     "VALUES (gen_random_uuid(), '{sub}', '{ws}', '{jb}', 0, 'wf_{tag}')",
     "workflow_backups": "INSERT INTO workflow_backups (id, backup_id, subscription_id, snapshot) "
     "VALUES (gen_random_uuid(), 'bkp_{tag}', '{sub}', '{{}}')",
+    # The run queue's outbox (0041).
+    "run_dispatch": "INSERT INTO run_dispatch (job_run_id, subscription_id, workflow_id) "
+    "VALUES ('run_{tag}', '{sub}', 'wf_{tag}')",
 })  # fmt: skip
 _ISOLATED = re.compile(r"strangler_enable_tenant_isolation\('(\w+)'\)")
 TENANT_TABLES = sorted(
