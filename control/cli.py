@@ -45,7 +45,7 @@ from shadow_compare.endpoints import load_entity_endpoints
 from shadow_compare.report import Gates, build_report
 from shadow_compare.store import ResultStore
 from strangler.cli import run_async
-from strangler.config import Settings, load_settings
+from strangler.config import Settings, load_settings, redact_url
 from strangler.errors import DataError, ServiceUnavailable
 
 __all__ = [
@@ -146,6 +146,17 @@ async def touched_backlog(redis: aioredis.Redis, entity: str, *, prefix: str = "
             lag = group.get("lag")
             return int(group.get("pending") or 0) + int(lag or 0)
     return int(await redis.xlen(key))
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    """A connection to the flags' database; a database that does not exist is a clear error."""
+    try:
+        return await connect(url)
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise DataError(
+            f"DATABASE_URL {redact_url(url)}: the database does not exist; create it with "
+            "'strangler schema upgrade' (the flags' changes and gates live there)"
+        ) from exc
 
 
 async def _runs_in_flight(conn: asyncpg.Connection) -> int:
@@ -273,7 +284,7 @@ def _gate_lines(change: Change, gates: list[Gate]) -> list[str]:
 
 async def run_plan(settings: Settings, args: argparse.Namespace) -> tuple[Change, list[Gate]]:
     change = plan_change(read_flags(args.rules), args.entity, args.mode, args.percent)
-    conn = await connect(settings.database_url)
+    conn = await _connect(settings.database_url)
     try:
         gates = await evaluate_gates(change, LiveProbes(conn, settings, args.rules), _config(args))
     finally:
@@ -302,7 +313,7 @@ async def run_set(
         write_rules_atomically(args.rules, edited)
         return expected_hash
 
-    conn = await connect(settings.database_url)
+    conn = await _connect(settings.database_url)
     redis = aioredis.from_url(settings.redis_url) if change.switches_truth else None
     probes = LiveProbes(conn, settings, args.rules)
     steps = SwitchSteps(
@@ -415,7 +426,7 @@ async def run_plan_all(settings: Settings, args: argparse.Namespace) -> WholePla
         percents = [float(p) for p in args.canary.split(",") if p.strip()]
     except ValueError as exc:
         raise DataError(f"--canary {args.canary!r}: give percents like 10,50") from exc
-    conn = await connect(settings.database_url)
+    conn = await _connect(settings.database_url)
     try:
         return await plan_all_new(
             read_flags(args.rules),

@@ -247,3 +247,18 @@ async def test_the_touched_backlog_counts_what_the_forward_sync_has_not_applied(
     finally:
         await client.delete(stream_key(entity))
         await client.aclose()
+
+
+def test_a_database_that_does_not_exist_is_a_clear_error_not_a_traceback(
+    rules: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from strangler.cli import main
+
+    monkeypatch.setenv(
+        "DATABASE_URL", f"postgresql://root@127.0.0.1:5432/absent_{uuid.uuid4().hex[:8]}"
+    )
+    code = main(["flags", "plan", "connectors", "shadow", "--rules", str(rules)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "the database does not exist" in err and "strangler schema upgrade" in err
+    assert "Traceback" not in err
