@@ -169,6 +169,11 @@ class EntitySpec:
     # MongoDB comes back as the same row, and no entry changes, so the hazard that makes
     # the forward sync rest in new (an older state read back over a newer row) cannot be.
     append_only: bool = False
+    # Rows whose documents legacy changes without a client's write (no touched id names
+    # them): an SQL predicate over the first table's columns. The polling feed reads those
+    # documents again every second or so, instead of leaving them to the sweep. Job runs:
+    # legacy's simulator moves a run queued -> running -> final in MongoDB itself.
+    revisit: str = ""
 
     def __post_init__(self) -> None:
         if self.tenant_from is not None and len(self.tables) != 1:

@@ -40,6 +40,7 @@ TOUCHED_ID_FIELDS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "users": (("UserId", "users"),),
     "groups": (("group_id", "groups"),),
     "roles": (("role_id", "roles"),),
+    "job_runs": (("job_run_id", "job_runs"),),  # runNow: the run it queued
 }
 
 

@@ -246,6 +246,7 @@ SPECS = (
         legacy_id_column="job_run_id",
         normalize=normalize_run,
         moment=row_moment,
+        revisit="status IN ('queued', 'running')",
         references=(
             _subscription_reference(),
             Reference("workflow_id", "workflows", "workflow_id", "dangling_workflow"),

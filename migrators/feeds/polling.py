@@ -6,6 +6,9 @@ Two sources of ids to read again, combined in one feed:
   through the proxy to legacy names its id right after it succeeded; the feed
   blocks on it for ``block_ms`` at most, so such a write is applied within one
   batch's time (low latency);
+* the revisited rows (``EntitySpec.revisit``): the documents of rows the spec names as
+  changed by legacy on its own (job runs not final: legacy's simulator moves them), read
+  again every ``revisit_interval`` seconds;
 * the anti-entropy sweep (:mod:`migrators.feeds.sweep`): every
   ``sweep_interval`` seconds one round of bucket checksums, so that writes
   that bypassed the proxy are found within a full pass,
@@ -36,6 +39,7 @@ from migrators.feeds import FeedBatch, FeedEvent, ObservationClock
 from migrators.feeds.sweep import Sweeper, read_documents
 from migrators.spec import Document, EntitySpec
 from migrators.touched import TouchedEntry, TouchedReader
+from schema.tenancy import enter_sync
 from strangler.mongo import Collection
 
 __all__ = ["FEED_NAME", "PollingFeed"]
@@ -61,6 +65,7 @@ class PollingFeed:
         sweep_interval: float = 5.0,
         block_ms: int = 200,
         clock: Clock = time.time,
+        revisit_interval: float = 1.0,
     ) -> None:
         self._spec = spec
         self._collection = collection
@@ -75,6 +80,8 @@ class PollingFeed:
         self._next_sweep_at = 0.0
         self._swept_buckets = 0  # since open: a full pass is what `--once` waits for
         self._pending_sweep_ids: list[str] = []
+        self._revisit_interval = revisit_interval
+        self._next_revisit_at = 0.0
 
     @property
     def full_pass_done(self) -> bool:
@@ -102,6 +109,19 @@ class PollingFeed:
         self._pending_sweep_ids.extend(result.differing_ids)
         self._next_sweep_at = time.monotonic() + self._sweep_interval
 
+    async def _revisit(self) -> None:
+        """Queue the documents of the rows ``spec.revisit`` names (at most 1,000 a time)."""
+        self._next_revisit_at = time.monotonic() + self._revisit_interval
+        spec = self._spec
+        async with self._conn.transaction(readonly=True):
+            await enter_sync(self._conn)
+            rows = await self._conn.fetch(
+                f"SELECT {spec.legacy_id_column} FROM {spec.tables[0]} "
+                f"WHERE {spec.revisit} LIMIT 1000"
+            )
+        known = set(self._pending_sweep_ids)
+        self._pending_sweep_ids.extend(r[0] for r in rows if r[0] not in known)
+
     async def _read(self, ids: list[str]) -> dict[str, Document]:
         return await read_documents(self._spec, self._collection, ids)
 
@@ -112,6 +132,8 @@ class PollingFeed:
             not self.full_pass_done or time.monotonic() >= self._next_sweep_at
         )
         swept_now = False
+        if self._spec.revisit and time.monotonic() >= self._next_revisit_at:
+            await self._revisit()
         if sweep_due and not self._pending_sweep_ids:
             await self._sweep_round()
             swept_now = True

@@ -196,3 +196,35 @@ async def test_entries_trimmed_while_pending_do_not_stay_pending(
     assert [e.legacy_id for e in again] == ["cn_c"]
     await successor.acknowledge([e.entry_id for e in again])
     assert await successor.pending_count() == 0
+
+
+async def test_runs_legacy_moves_by_itself_are_read_again_without_waiting_for_the_sweep(
+    legacy_db: Database, pg: asyncpg.Connection, migrated_database_url: str, ctx: MappingContext
+) -> None:
+    """Legacy's simulator moves a run queued -> running -> final in MongoDB, through no
+    client's write: no touched id names it. The feed reads the documents of the runs
+    PostgreSQL holds as not final again every revisit_interval, and no others."""
+    from datetime import datetime
+
+    from migrators.backfill import backfill_entity
+    from migrators.entities.runs import SPECS as RUN_SPECS
+    from migrators.registry import default_registry
+
+    runs = legacy_db["jobRun"]
+    tenant = "sub_0000000000r1"
+    await legacy_db["Accounts"].insert_one({"subscription_id": tenant, "company_name": "R"})
+    for run_id, status in (("run_00000000run1", "running"), ("run_00000000run2", "completed")):
+        await runs.insert_one({"job_run_id": run_id, "subscription_id": tenant, "status": status,
+                               "created_at": datetime(2026, 11, 2, 10, 0)})  # fmt: skip
+    for name in ("subscriptions", "job_runs"):
+        await backfill_entity(legacy_db, pg, default_registry().get(name), ctx)
+    await runs.update_one({"job_run_id": "run_00000000run1"}, {"$set": {"status": "completed"}})
+    spec = RUN_SPECS[0]
+    feed = PollingFeed(spec, runs, TouchedReader(_NoRedis(), "job_runs"), None, pg,
+                       block_ms=1, revisit_interval=60.0)  # fmt: skip
+    await feed.open(None)
+    batch = await feed.next_batch(100)
+    assert batch is not None
+    assert [(e.legacy_id, (e.document or {}).get("status")) for e in batch.events] == [
+        ("run_00000000run1", "completed")]  # fmt: skip
+    assert await feed.next_batch(100) is None  # the next revisit is a minute away
