@@ -43,6 +43,7 @@ def _ledger_state(ledger: Ledger) -> State:
                      for k, v in ledger.workflows.items()},
         "user": {k: {"full_name": v["full_name"]} for k, v in ledger.users.items()},
         "members": {k: {"users": v["members"]} for k, v in ledger.memberships.items()},
+        "run": {k: {"exists": True} for k in ledger.runs},
     }  # fmt: skip
 
 
@@ -64,7 +65,9 @@ def _holders(ledger: Ledger, kind: str) -> list[str]:
 
 async def mongo_states(db: Database, ledger: Ledger) -> State:
     state: State = {"connector": {}, "folder": {}, "job": {}, "workflow": {}, "user": {},
-                    "members": {}}  # fmt: skip
+                    "members": {}, "run": {}}  # fmt: skip
+    async for doc in db["jobRun"].find({"job_run_id": {"$in": list(ledger.runs)}}):
+        state["run"][doc["job_run_id"]] = {"exists": True}
     async for doc in db["users"].find({"UserId": {"$in": list(ledger.users)}}):
         state["user"][doc["UserId"]] = {"full_name": doc.get("full_name")}
     for kind, collection in (("group", "groups"), ("role", "roles")):
@@ -98,7 +101,11 @@ async def mongo_states(db: Database, ledger: Ledger) -> State:
 
 async def postgres_states(conn: asyncpg.Connection, ledger: Ledger) -> State:
     state: State = {"connector": {}, "folder": {}, "job": {}, "workflow": {}, "user": {},
-                    "members": {}}  # fmt: skip
+                    "members": {}, "run": {}}  # fmt: skip
+    for r in await conn.fetch(
+        "SELECT job_run_id FROM job_runs WHERE job_run_id = ANY($1::text[])", list(ledger.runs)
+    ):
+        state["run"][r["job_run_id"]] = {"exists": True}
     for r in await conn.fetch(
         "SELECT user_id, full_name FROM users WHERE user_id = ANY($1::text[])", list(ledger.users)
     ):

@@ -92,7 +92,9 @@ async def run_walkthrough(settings: Settings, args: argparse.Namespace) -> int:
             "compared (sample_rate in that copy)")  # fmt: skip
         stack.start_forward(default_registry())
         stack.start_reverse()
-        say("6. forward syncs (polling feed: touched ids + sweep) and reverse sync running")
+        stack.start_runs()
+        say("6. forward syncs (polling feed: touched ids + sweep), reverse sync and run worker "
+            "running")  # fmt: skip
         tenants = await _tenants(stack)
         threshold = percent_threshold(50)
         for tenant in tenants:
@@ -152,6 +154,9 @@ async def _finish(stack: DemoStack, traffic: Traffic, args: argparse.Namespace, 
         say(f"   LOST {line}")
     say(f"   verify: {'clean' if clean else 'NOT clean'}")
     say(f"   client writes acknowledged: {traffic.ledger.acknowledged}, lost: {len(lost)}")
+    say(f"   runs queued by runNow (either side): {len(traffic.ledger.runs)}, each in both stores"
+        if not any(line.startswith("run ") for line in lost)
+        else "   runs queued by runNow: some are missing (LOST lines above)")  # fmt: skip
     say(f"   (walk-through took {time.monotonic() - started:.0f} s)")
     ok = clean and not lost
     if args.no_serve:

@@ -65,7 +65,8 @@ HISTORY = frozenset({"workflow_versions", "workflow_backups"})
 REREADS, REREAD_DELAY = 4, 0.5
 COMPARE_TIMEOUT = 15.0  # above the re-reads' 7.5 s, or a settling comparison is abandoned
 # The entities the flags walk, in the order the architecture review migrates them.
-WALKED = ("connectors", "workspaces", "users", "groups", "roles")
+WALKED = ("connectors", "workspaces", "users", "groups", "roles", "job_runs")
+RUN_STEP_SECONDS = 0.5  # the run worker's pause between a run's steps
 
 Say = Callable[[str], None]
 
@@ -387,6 +388,25 @@ class DemoStack:
                 except StranglerError as exc:  # the row stays pending; the next pass retries
                     self.say(f"   reverse sync of {spec.name}: {exc}")
             await asyncio.sleep(0.1)
+
+    def start_runs(self) -> None:
+        """The run worker (``strangler runs work``): runs started on the new side, driven."""
+        from proxy.runs_worker import RunWorker
+
+        assert self.pool is not None and self.redis is not None
+        worker = RunWorker(
+            self.pool, self.redis, consumer=f"demo-{self.run_id}", prefix=self.redis_prefix,
+            step_seconds=RUN_STEP_SECONDS, claim_idle_ms=5000,
+            listen_url=self.settings.database_url,
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+
+        async def stopped() -> None:
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+
+        self._stack.push_async_callback(stopped)
 
     def start_reverse(self) -> None:
         task = asyncio.create_task(self._reverse_loop())

@@ -16,6 +16,7 @@ import asyncio
 import functools
 import itertools
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ __all__ = ["Counters", "Ledger", "Tenant", "Traffic"]
 # Writers pause this many beats between calls, readers one: reads are what the comparator
 # needs evidence from, writes what makes it interesting.
 WRITER_BEATS = 8.0
+RUNNABLE_AFTER = 5.0  # seconds: a workflow this old has reached both stores
 READERS_PER_TENANT = 3
 
 
@@ -57,6 +59,8 @@ class Ledger:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     # a group's or a role's members, each group (role) edited by one client
     memberships: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the runs runNow queued (and acknowledged): each must exist in both stores
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -211,6 +215,35 @@ class Traffic:
                     tenant, "GET", "/connectors/getConnector", {"connector_id": target}
                 )
                 if data is not None and data.get("description") != state["description"]:
+                    self.counters.read_your_writes_misses += 1
+
+    # --- job runs -------------------------------------------------------------------------
+
+    async def runs_client(self, tenant: Tenant) -> None:
+        """Runs its own workflows now and then, and reads its runs back."""
+        own: list[str] = []
+        for step in itertools.count():
+            if not await self._pause(WRITER_BEATS):
+                return
+            # workflows a few seconds old: the run's side has them whichever serves it
+            ready = [k for k, v in self.ledger.workflows.items()
+                     if v["tenant"] == tenant.subscription_id and not v["deleted"]
+                     and time.monotonic() - v.get("since", 0.0) > RUNNABLE_AFTER]  # fmt: skip
+            if ready and (not own or step % 2 == 0):
+                flow = random.choice(ready)
+                state = self.ledger.workflows[flow]
+                data = await self._call(
+                    tenant, "POST", "/workflow/runNow", {"workflow_id": flow},
+                    gone=functools.partial(_is_deleted, state),
+                )  # fmt: skip
+                if data is not None:
+                    run_id = str(data["job_run_id"])
+                    self.ledger.runs[run_id] = {"tenant": tenant.subscription_id}
+                    own.append(run_id)
+            elif own:
+                run_id = random.choice(own)
+                data = await self._call(tenant, "GET", "/jobRun/getRun", {"job_run_id": run_id})
+                if data is not None and data.get("job_run_id") != run_id:
                     self.counters.read_your_writes_misses += 1
 
     # --- users, groups and roles --------------------------------------------------------
@@ -379,7 +412,7 @@ class Traffic:
         self.ledger.workflows[data["workflow_id"]] = {
             "workflow_name": data.get("workflow_name"), "description": data.get("description"),
             "version": data.get("version"), "deleted": False,
-            "tenant": data.get("subscription_id"),
+            "tenant": data.get("subscription_id"), "since": time.monotonic(),
         }  # fmt: skip
 
     async def _update_workflow(
@@ -475,6 +508,13 @@ class Traffic:
                 await self._call(tenant, "GET", "/groups/getGroups", {"per_page": "50"})
             elif kind == 9:
                 await self._call(tenant, "GET", "/roles/getRoles", {"per_page": "50"})
+            elif kind == 10:
+                await self._call(tenant, "GET", "/jobRun/getRuns", {"per_page": "20"})
+            elif kind == 11:
+                runs = self._own(self.ledger.runs, tenant)
+                if runs:
+                    params = {"job_run_id": random.choice(runs)}
+                    await self._call(tenant, "GET", "/jobRun/getRun", params)
             else:
                 flows = self._own(self.ledger.workflows, tenant)
                 if flows:
@@ -495,6 +535,7 @@ class Traffic:
             self._tasks.append(asyncio.create_task(self.connectors_client(tenant)))
             if tenant.members:
                 self._tasks.append(asyncio.create_task(self.people_client(tenant)))
+            self._tasks.append(asyncio.create_task(self.runs_client(tenant)))
             for _ in range(READERS_PER_TENANT):
                 self._tasks.append(asyncio.create_task(self.reader(tenant)))
             for workspace_id in tenant.workspaces:
@@ -527,6 +568,7 @@ _FOCUS: dict[str, tuple[int, ...]] = {
     "users": (7, 7, 6, 7, 7, 7, 0),
     "groups": (8, 8, 8, 8, 6, 2),
     "roles": (9, 9, 9, 9, 6, 2),
+    "job_runs": (11, 11, 10, 11, 11, 2),
 }
 
 

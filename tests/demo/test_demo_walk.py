@@ -54,7 +54,7 @@ def test_the_walk_through_loses_no_write_and_ends_verified(
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
     # Every walked entity went through every step, gates printed, none forced.
-    for entity in ("connectors", "workspaces", "users", "groups", "roles"):
+    for entity in ("connectors", "workspaces", "users", "groups", "roles", "job_runs"):
         for step in ("legacy -> shadow", "shadow -> canary 50%", "canary 50% -> new",
                      "new -> legacy"):  # fmt: skip
             assert f"-- {entity}: {step}" in out
@@ -66,8 +66,12 @@ def test_the_walk_through_loses_no_write_and_ends_verified(
     assert int(acknowledged.group(1)) > 100 and acknowledged.group(2) == "0"
     assert "   verify: clean" in out
     for entity in ("subscriptions", "users", "groups", "roles", "connectors", "workflows",
-                   "workspaces", "workflow_versions", "workflow_backups"):  # fmt: skip
+                   "workspaces", "workflow_versions", "workflow_backups", "job_runs",
+                   "activity"):  # fmt: skip
         assert re.search(rf"^   {entity}: clean;", out, re.MULTILINE), entity
+    # runNow through legacy and through the new side (its run worker), each run in both
+    runs = re.search(r"runs queued by runNow \(either side\): (\d+), each in both stores", out)
+    assert runs is not None and int(runs.group(1)) > 10
     # Fenced writes were retried, and clients were served throughout.
     assert re.search(r"fenced and retried [1-9]", out)
 
