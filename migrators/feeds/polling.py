@@ -9,6 +9,10 @@ Two sources of ids to read again, combined in one feed:
 * the revisited rows (``EntitySpec.revisit``): the documents of rows the spec names as
   changed by legacy on its own (job runs not final: legacy's simulator moves them), read
   again every ``revisit_interval`` seconds;
+* the tail of an append-only collection keyed by ObjectId (``EntitySpec.append_only``,
+  ``id_field == "_id"``: activity): the documents inserted after the last one seen, read
+  every ``revisit_interval`` seconds (an entry inserted with an older ObjectId than one
+  already seen, as the reverse sync inserts the new side's, is left to the sweep);
 * the anti-entropy sweep (:mod:`migrators.feeds.sweep`): every
   ``sweep_interval`` seconds one round of bucket checksums, so that writes
   that bypassed the proxy are found within a full pass,
@@ -31,9 +35,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from bson import ObjectId
 
 from migrators.feeds import FeedBatch, FeedEvent, ObservationClock
 from migrators.feeds.sweep import Sweeper, read_documents
@@ -82,6 +88,8 @@ class PollingFeed:
         self._pending_sweep_ids: list[str] = []
         self._revisit_interval = revisit_interval
         self._next_revisit_at = 0.0
+        self._tails = spec.append_only and spec.id_field == "_id"
+        self._tail_after: ObjectId | None = None
 
     @property
     def full_pass_done(self) -> bool:
@@ -94,10 +102,20 @@ class PollingFeed:
         self._swept_buckets = 0
         self._pending_sweep_ids = []
         self._next_sweep_at = 0.0  # a new leader sweeps at once
+        tail = position.get("tail_after")
+        self._tail_after = (
+            ObjectId(tail) if isinstance(tail, str) and ObjectId.is_valid(tail) else None
+        )
         await self._touched.ensure_group()
 
     def _position(self) -> dict[str, Any]:
-        return {"observed": self._observations.last, "next_bucket": self._next_bucket}
+        position: dict[str, Any] = {
+            "observed": self._observations.last,
+            "next_bucket": self._next_bucket,
+        }
+        if self._tail_after is not None:
+            position["tail_after"] = str(self._tail_after)
+        return position
 
     async def _sweep_round(self) -> None:
         assert self._sweeper is not None
@@ -109,10 +127,32 @@ class PollingFeed:
         self._pending_sweep_ids.extend(result.differing_ids)
         self._next_sweep_at = time.monotonic() + self._sweep_interval
 
+    async def _tail(self) -> None:
+        """Queue the documents inserted after the last ObjectId seen (1,000 at most)."""
+        if self._tail_after is None:  # a first leader: what is there now, the sweep's
+            newest = await self._collection.find({}, {"_id": 1}).sort("_id", -1).limit(1).to_list(1)
+            oid = newest[0]["_id"] if newest else None
+            self._tail_after = oid if isinstance(oid, ObjectId) else ObjectId.from_datetime(
+                datetime.fromtimestamp(self._clock(), UTC))  # fmt: skip
+            return
+        found = await (
+            self._collection.find({"_id": {"$gt": self._tail_after}}, {"_id": 1})
+            .sort("_id", 1).limit(1000).to_list(1000)
+        )  # fmt: skip
+        ids = [d["_id"] for d in found if isinstance(d.get("_id"), ObjectId)]
+        if ids:
+            self._tail_after = ids[-1]
+            known = set(self._pending_sweep_ids)
+            self._pending_sweep_ids.extend(str(i) for i in ids if str(i) not in known)
+
     async def _revisit(self) -> None:
         """Queue the documents of the rows ``spec.revisit`` names (at most 1,000 a time)."""
         self._next_revisit_at = time.monotonic() + self._revisit_interval
+        if self._tails:
+            await self._tail()
         spec = self._spec
+        if not spec.revisit:
+            return
         async with self._conn.transaction(readonly=True):
             await enter_sync(self._conn)
             rows = await self._conn.fetch(
@@ -132,7 +172,7 @@ class PollingFeed:
             not self.full_pass_done or time.monotonic() >= self._next_sweep_at
         )
         swept_now = False
-        if self._spec.revisit and time.monotonic() >= self._next_revisit_at:
+        if (self._spec.revisit or self._tails) and time.monotonic() >= self._next_revisit_at:
             await self._revisit()
         if sweep_due and not self._pending_sweep_ids:
             await self._sweep_round()

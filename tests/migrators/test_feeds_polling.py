@@ -228,3 +228,39 @@ async def test_runs_legacy_moves_by_itself_are_read_again_without_waiting_for_th
     assert [(e.legacy_id, (e.document or {}).get("status")) for e in batch.events] == [
         ("run_00000000run1", "completed")]  # fmt: skip
     assert await feed.next_batch(100) is None  # the next revisit is a minute away
+
+
+async def test_new_activity_entries_are_tailed_without_waiting_for_the_sweep(
+    legacy_db: Database, pg: asyncpg.Connection
+) -> None:
+    """Legacy appends an activity entry to every write, and no touched id names it: the
+    feed reads the entries inserted after the last ObjectId it saw, every poll, and keeps
+    where it is in its position."""
+    from datetime import UTC, datetime
+
+    from bson import ObjectId
+
+    from migrators.entities.runs import SPECS as RUN_SPECS
+
+    activity = legacy_db["userActivity"]
+    spec = RUN_SPECS[1]
+    old = ObjectId.from_datetime(datetime(2026, 1, 1, tzinfo=UTC))
+    await activity.insert_one({"_id": old, "subscription_id": "sub_t", "action": "viewed"})
+    feed = PollingFeed(spec, activity, TouchedReader(_NoRedis(), "activity"), None, pg,
+                       block_ms=1, revisit_interval=0.0)  # fmt: skip
+    await feed.open(None)
+    assert await feed.next_batch(100) is None  # a first leader: what is there is the sweep's
+    new = ObjectId()
+    await activity.insert_one({"_id": new, "subscription_id": "sub_t", "action": "created"})
+    batch = await feed.next_batch(100)
+    assert batch is not None and [e.legacy_id for e in batch.events] == [str(new)]
+    assert batch.position["tail_after"] == str(new)
+    # inserted now with an older ObjectId than one seen (as the reverse sync inserts the
+    # new side's entries): left to the sweep
+    await activity.insert_one({"_id": ObjectId.from_datetime(datetime(2026, 2, 1, tzinfo=UTC)),
+                               "subscription_id": "sub_t", "action": "viewed"})  # fmt: skip
+    assert await feed.next_batch(100) is None
+    resumed = PollingFeed(spec, activity, TouchedReader(_NoRedis(), "activity"), None, pg,
+                          block_ms=1, revisit_interval=0.0)  # fmt: skip
+    await resumed.open(batch.position)
+    assert await resumed.next_batch(100) is None  # nothing after it: nothing read twice
