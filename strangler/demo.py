@@ -27,12 +27,13 @@ from strangler.tokens import mint_token
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     demo = subparsers.add_parser(
         "demo",
-        help="the whole migration, live: connectors, the workspace tree, users, groups, roles "
-        "and job runs through every stage",
+        help="the whole migration, live: connectors, the workspace tree, users, groups, roles, "
+        "job runs and activity through every stage",
         description="In one process: seed the in-process legacy store with small data, upgrade "
         "the demo's PostgreSQL database, serve the legacy emulator and the proxy, backfill, "
         "start the forward and reverse syncs and the run worker, and run client traffic through "
-        "the proxy while connectors, the workspace tree, users, groups, roles and job runs, one "
+        "the proxy while connectors, the workspace tree, users, groups, roles, job runs and "
+        "activity, one "
         "after the other, go legacy -> shadow -> canary 50 -> new -> legacy, printing the gates "
         "and the shadow report at each step. Ends with verify and "
         "the count of acknowledged client writes lost, then keeps serving (Ctrl-C stops it) "

@@ -65,7 +65,7 @@ HISTORY = frozenset({"workflow_versions", "workflow_backups"})
 REREADS, REREAD_DELAY = 4, 0.5
 COMPARE_TIMEOUT = 15.0  # above the re-reads' 7.5 s, or a settling comparison is abandoned
 # The entities the flags walk, in the order the architecture review migrates them.
-WALKED = ("connectors", "workspaces", "users", "groups", "roles", "job_runs")
+WALKED = ("connectors", "workspaces", "users", "groups", "roles", "job_runs", "activity")
 RUN_STEP_SECONDS = 0.5  # the run worker's pause between a run's steps
 
 Say = Callable[[str], None]

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ __all__ = ["Counters", "Ledger", "Tenant", "Traffic"]
 # needs evidence from, writes what makes it interesting.
 WRITER_BEATS = 8.0
 RUNNABLE_AFTER = 5.0  # seconds: a workflow this old has reached both stores
+ACTIVITY_SETTLED_SECONDS = 10.0  # activity this old has reached both stores
 READERS_PER_TENANT = 3
 
 
@@ -510,6 +512,12 @@ class Traffic:
                 await self._call(tenant, "GET", "/roles/getRoles", {"per_page": "50"})
             elif kind == 10:
                 await self._call(tenant, "GET", "/jobRun/getRuns", {"per_page": "20"})
+            elif kind == 12:
+                # up to a few seconds ago: a page whose head still grows would differ by the
+                # entries one side has a moment before the other (docs/runs.md)
+                settled = datetime.now(UTC) - timedelta(seconds=ACTIVITY_SETTLED_SECONDS)
+                params = {"per_page": "20", "to": settled.strftime("%Y-%m-%d %H:%M:%S")}
+                await self._call(tenant, "GET", "/userActivity/getActivity", params)
             elif kind == 11:
                 runs = self._own(self.ledger.runs, tenant)
                 if runs:
@@ -569,6 +577,7 @@ _FOCUS: dict[str, tuple[int, ...]] = {
     "groups": (8, 8, 8, 8, 6, 2),
     "roles": (9, 9, 9, 9, 6, 2),
     "job_runs": (11, 11, 10, 11, 11, 2),
+    "activity": (12, 12, 12, 12, 2),
 }
 
 

@@ -54,7 +54,7 @@ def test_the_walk_through_loses_no_write_and_ends_verified(
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
     # Every walked entity went through every step, gates printed, none forced.
-    for entity in ("connectors", "workspaces", "users", "groups", "roles", "job_runs"):
+    for entity in ("connectors", "workspaces", "users", "groups", "roles", "job_runs", "activity"):
         for step in ("legacy -> shadow", "shadow -> canary 50%", "canary 50% -> new",
                      "new -> legacy"):  # fmt: skip
             assert f"-- {entity}: {step}" in out
