@@ -12,8 +12,10 @@ Four loops share one process (docs/runs.md):
   carries it to legacy's ``jobRun``), each published on Redis pub/sub after it committed;
   a message is acknowledged (XACK) only once its run is final;
 * the claimer takes over messages another consumer read and did not acknowledge for
-  ``claim_idle_ms`` (a dead or stuck worker: XPENDING, then XCLAIM); that wait is the
-  retry's backoff. A message delivered ``max_deliveries`` times goes to the dead-letter
+  ``claim_idle_ms`` (a dead or stuck worker), and retries failed ones, each after
+  ``claim_idle_ms * 2^(deliveries - 1)`` since its last delivery (exponential backoff):
+  XPENDING gives each message's idle time and deliveries, XCLAIM takes it (XAUTOCLAIM
+  would claim every message past one idle bound, with no backoff per message). A message delivered ``max_deliveries`` times goes to the dead-letter
   stream ``runs:dead`` with the reason, and its run, if still not final, is failed.
 
 * the activity relay (one per database: a session advisory lock elects it) LISTENs for the
@@ -217,8 +219,12 @@ class RunWorker:
         handled = 0
         for entry in pending:
             mid = _text(entry["message_id"])
+            # backoff: a message's n-th retry waits claim_idle_ms * 2^(n-1) since its last try
+            wait = self._claim_idle * 2 ** max(0, int(entry["times_delivered"]) - 1)
+            if int(entry["time_since_delivered"]) < wait:
+                continue
             claimed: Any = await self._redis.xclaim(
-                self.stream, RUN_GROUP, self.consumer, self._claim_idle, [mid]
+                self.stream, RUN_GROUP, self.consumer, wait, [mid]
             )
             if not claimed:
                 continue  # another consumer took it first

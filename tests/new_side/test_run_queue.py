@@ -228,11 +228,18 @@ async def test_a_run_that_always_fails_to_be_driven_ends_failed_in_dead_letters(
     async def broken(*_args: Any) -> None:
         raise RuntimeError("executor unreachable")
 
+    worker = RunWorker(sides.pool, redis_client, consumer="w1", prefix=worker.prefix,
+                       step_seconds=0.0, claim_idle_ms=500, max_deliveries=3)  # fmt: skip
     monkeypatch.setattr(worker, "drive", broken)
     await worker.consume_once(count=1, block_ms=10)  # delivery 1 fails: left pending
-    for _ in range(3):  # deliveries 2 and 3 fail; then max_deliveries is reached
-        await asyncio.sleep(0.08)
-        await worker.claim_once()
+    assert await worker.claim_once() == 0  # retried only after claim_idle_ms
+    await asyncio.sleep(0.55)
+    assert await worker.claim_once() == 1  # delivery 2 fails: the next waits 1 s
+    assert await worker.claim_once() == 0  # backing off
+    await asyncio.sleep(1.05)
+    assert await worker.claim_once() == 1  # delivery 3 fails: max_deliveries reached
+    await asyncio.sleep(2.05)
+    assert await worker.claim_once() == 1  # dead-lettered
     assert worker.counts.failures == 3 and worker.counts.dead == 1
     row = await _run_row(sides, run_id)
     assert row["status"] == "failed" and "could not be driven" in row["error_message"]
