@@ -15,9 +15,9 @@ Four loops share one process (docs/runs.md):
   ``claim_idle_ms`` (a dead or stuck worker), and retries failed ones, each after
   ``claim_idle_ms * 2^(deliveries - 1)`` since its last delivery (exponential backoff):
   XPENDING gives each message's idle time and deliveries, XCLAIM takes it (XAUTOCLAIM
-  would claim every message past one idle bound, with no backoff per message). A message delivered ``max_deliveries`` times goes to the dead-letter
-  stream ``runs:dead`` with the reason, and its run, if still not final, is failed.
-
+  would claim every message past one idle bound, with no backoff per message). A
+  message delivered ``max_deliveries`` times goes to the dead-letter stream ``runs:dead``
+  with the reason, and its run, if still not final, is failed;
 * the activity relay (one per database: a session advisory lock elects it) LISTENs for the
   ``activity_feed`` NOTIFY of each recent ``user_activity`` row (schema 0042: the new
   side's writes and the legacy writes the forward sync brings), reads the row and
