@@ -349,12 +349,28 @@ class ProxyApp:
 
     # --- WebSocket ---------------------------------------------------------------------------
 
+    def serves_live(self, route: Route) -> bool:
+        """Whether this proxy serves the WebSocket itself (proxy.realtime), not legacy's hub.
+
+        ``/ws/runNow``: job_runs in new (runs started on the new side; legacy's hub hears
+        its own). ``/ws/activity``: activity in any mode but legacy, or ANY entity in new:
+        legacy's hub never hears the writes the new side serves, while every entry, from
+        either side, reaches PostgreSQL (the forward sync of activity never rests) and the
+        relay publishes it."""
+        if self.live is None:
+            return False
+        plan = route.entity
+        if plan.name == "activity" and plan.mode == "legacy":
+            return any(p.mode == "new" for p in self.tables.current.entities.values())
+        return plan.mode == "new"
+
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # An entity in new: served here over Redis (proxy.realtime); otherwise legacy's hub.
         route = self.tables.current.lookup_websocket(scope["path"])
         self.metrics.websockets.inc()
         try:
-            if route is not None and route.entity.mode == "new" and self.live is not None:
+            if route is not None and self.serves_live(route):
+                assert self.live is not None
                 await self.live.serve(scope, receive, send, route.entity.name)
             else:
                 await self.websockets.forward(scope, receive, send)

@@ -304,12 +304,13 @@ class FastServer:
         self.loop: asyncio.AbstractEventLoop  # set by start()
 
     def websocket_pool(self, req: Request) -> UpstreamPool | None:
-        """Where an upgrade goes: the live listener for an entity in new, else legacy (None)."""
+        """Where an upgrade goes: the live listener when the proxy serves it (ProxyApp.
+        serves_live), else legacy (None)."""
         if self.live_pool is None:
             return None
         path = req.target.split(b"?", 1)[0].decode("latin-1")
         route = self.app.tables.current.lookup_websocket(path)
-        if route is not None and route.entity.mode == "new" and self.app.live is not None:
+        if route is not None and self.app.serves_live(route):
             return self.live_pool
         return None
 

@@ -24,15 +24,17 @@ from migrators.registry import default_registry
 from migrators.spec import MappingContext
 from migrators.writer import SourceItem, write_batch
 from proxy.handlers import activity as activity_handlers
+from proxy.handlers import connectors as connector_handlers
 from proxy.handlers import job_runs as run_handlers
 from proxy.realtime import POLICY_VIOLATION, LiveFanout
 from proxy.registry import HandlerDeps, HandlerRegistry
 from proxy.runs_worker import RunWorker
 from proxy.server import ProxyConfig, ProxyInstance
 from proxy.shadow import CountingDropSink
-from strangler.config import Settings
+from strangler.config import ConnectorKeys, Settings
 
 DIAGRAM = json.dumps({"nodes": [{"id": "a"}], "edges": []})
+KEYS = ConnectorKeys.parse("k1:" + "a" * 43 + "=")
 
 
 async def _seed_workflows(pool: asyncpg.Pool, tenant: str, ids: list[str]) -> None:
@@ -53,18 +55,22 @@ async def _seed_workflows(pool: asyncpg.Pool, tenant: str, ids: list[str]) -> No
 
 @contextlib.asynccontextmanager
 async def _proxy(
-    tmp_path: Path, pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, engine: str
+    tmp_path: Path,
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    prefix: str,
+    engine: str,
+    modes: dict[str, Any] | None = None,
 ) -> AsyncIterator[ProxyInstance]:
-    rules = write_rules(
-        tmp_path / "rules.yaml", rules_data(job_runs={"mode": "new"}, activity={"mode": "new"})
-    )
+    modes = modes or {"job_runs": {"mode": "new"}, "activity": {"mode": "new"}}
+    rules = write_rules(tmp_path / "rules.yaml", rules_data(**modes))
     config = ProxyConfig(
         legacy_url="http://127.0.0.1:9", rules_path=str(rules), host="127.0.0.1", port=0,
         admin_port=0, engine=engine,
     )  # fmt: skip
     registry = HandlerRegistry()
-    deps = HandlerDeps(settings=Settings(jwt_secret=SECRET), pg_pool=pool)
-    for module in (run_handlers, activity_handlers):
+    deps = HandlerDeps(settings=Settings(jwt_secret=SECRET, connector_keys=KEYS), pg_pool=pool)
+    for module in (run_handlers, activity_handlers, connector_handlers):
         module.register(registry, deps)
     registry.freeze()
     live = LiveFanout(redis, SECRET, prefix=prefix, pool=pool, instance_id=f"test-{engine}")
@@ -155,4 +161,45 @@ async def test_each_subscriber_hears_its_own_updates_and_none_of_another(
     finally:
         stop.set()
         await redis_client.delete(worker.stream, worker.dead_stream)
+        await pool.close()
+
+
+async def test_activity_in_legacy_is_still_heard_from_the_proxy_once_an_entity_is_in_new(
+    tmp_path, migrated_database_url, redis_client, redis_prefix
+) -> None:
+    """Connectors in new, activity in legacy: legacy's hub would never hear a connector
+    added on the new side, so the proxy serves /ws/activity itself; an entity all in
+    legacy leaves it to legacy (here unreachable: the connection fails)."""
+    tenant = f"sub_{secrets.token_hex(6)}"
+    pool = await asyncpg.create_pool(migrated_database_url, min_size=1, max_size=6)
+    worker = RunWorker(pool, redis_client, consumer="w", prefix=redis_prefix, step_seconds=0.0)
+    stop = asyncio.Event()
+    modes = {"connectors": {"mode": "new"}, "activity": {"mode": "legacy"}}
+    try:
+        async with _proxy(tmp_path, pool, redis_client, redis_prefix, "fast", modes) as proxy:
+            ws_url = proxy.url.replace("http://", "ws://")
+            mine = token(tenant, "usr_00000000000a")
+            async with websockets.connect(f"{ws_url}/ws/activity?token={mine}") as activity:
+                relay = asyncio.create_task(worker.relay_forever(stop))
+                await asyncio.sleep(0.3)
+                body = {"connector_name": "pg", "connector_type": "postgres",
+                        "connection_detail": {"host": "h", "password": "p"}}  # fmt: skip
+                async with httpx.AsyncClient(base_url=proxy.url) as client:
+                    answer = await client.post("/connectors/addConnector", json=body,
+                                               headers={"authorization": f"Bearer {mine}"})  # fmt: skip
+                assert answer.status_code == 201, answer.text
+                entry = await _next(activity)
+                assert (entry["action"], entry["object_type"]) == ("created", "connector")
+                assert entry["object_id"] == answer.json()["data"]["connector_id"]
+                assert "p" != entry.get("current_data", {}).get("connection_detail", {}).get(
+                    "password"
+                )  # the password never leaves in clear
+            # run updates stay legacy's while job_runs is in legacy: tunnelled there
+            with pytest.raises((OSError, websockets.InvalidStatus, websockets.InvalidHandshake)):
+                async with websockets.connect(f"{ws_url}/ws/runNow/wf_1?token={mine}"):
+                    pass
+            stop.set()
+            await relay
+    finally:
+        stop.set()
         await pool.close()
