@@ -184,9 +184,10 @@ async def test_activity_in_legacy_is_still_heard_from_the_proxy_once_an_entity_i
                 await asyncio.sleep(0.3)
                 body = {"connector_name": "pg", "connector_type": "postgres",
                         "connection_detail": {"host": "h", "password": "p"}}  # fmt: skip
+                headers = {"authorization": f"Bearer {mine}"}
                 async with httpx.AsyncClient(base_url=proxy.url) as client:
                     answer = await client.post("/connectors/addConnector", json=body,
-                                               headers={"authorization": f"Bearer {mine}"})  # fmt: skip
+                                               headers=headers)  # fmt: skip
                 assert answer.status_code == 201, answer.text
                 entry = await _next(activity)
                 assert (entry["action"], entry["object_type"]) == ("created", "connector")
