@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +45,7 @@ __all__ = [
     "Call",
     "CallHandler",
     "created",
+    "decoded_row",
     "endpoint",
     "error_response",
     "json_response",
@@ -174,6 +175,17 @@ def endpoint(jwt_secret: str, clock: Callable[[], float], handler: CallHandler) 
     serve.__name__ = handler.__name__
     serve.__doc__ = handler.__doc__
     return serve
+
+
+def decoded_row(record: Mapping[str, Any], jsonb: Iterable[str]) -> dict[str, Any]:
+    """A fetched row as a dict: its jsonb columns decoded (asyncpg gives JSON text), and the
+    page's total (``listed_total``) that rides on a list's rows left out."""
+    row = dict(record)
+    row.pop("listed_total", None)
+    for name in jsonb:
+        if isinstance(row.get(name), str):
+            row[name] = json.loads(row[name])
+    return row
 
 
 # Added to a page's select list: the count of every matching row rides on the page's rows,

@@ -44,6 +44,7 @@ from proxy.handlers._pg import (
     ApiError,
     Call,
     created,
+    decoded_row,
     ensure_subscription,
     listed,
     listed_total,
@@ -100,15 +101,6 @@ def render_fields(document: Mapping[str, Any], fields: Rendered) -> dict[str, An
 
 
 # --- rows in and out --------------------------------------------------------------------------
-
-
-def _decoded(record: Mapping[str, Any], jsonb: Sequence[str]) -> Row:
-    row = dict(record)
-    row.pop("listed_total", None)
-    for name in jsonb:
-        if isinstance(row.get(name), str):
-            row[name] = json.loads(row[name])
-    return row
 
 
 def _kept_names(row: Row, document: Document, stored: Row | None, columns: Sequence[str]) -> Row:
@@ -244,12 +236,12 @@ class UserHandlers:
     @staticmethod
     def document_of(record: Mapping[str, Any]) -> Document:
         assert USERS_SPEC.to_document is not None
-        return USERS_SPEC.to_document({"users": [_decoded(record, _USERS.jsonb)]}, _CONTEXT)
+        return USERS_SPEC.to_document({"users": [decoded_row(record, _USERS.jsonb)]}, _CONTEXT)
 
     @staticmethod
     def row_of(document: Document, stored: Mapping[str, Any] | None) -> Row:
         row = _mapped(USERS_SPEC, document)["users"][0]
-        kept = None if stored is None else _decoded(stored, _USERS.jsonb)
+        kept = None if stored is None else decoded_row(stored, _USERS.jsonb)
         return _kept_names(row, document, kept, ("email", "username"))
 
     @staticmethod
@@ -422,7 +414,7 @@ class MemberHandlers:
 
     def document_of(self, record: Mapping[str, Any]) -> Document:
         kind = self._kind
-        row = _decoded(record, kind.table.jsonb)
+        row = decoded_row(record, kind.table.jsonb)
         members = row.pop("members")
         links = [{"user_id": user, "position": i} for i, user in enumerate(members)]
         assert kind.spec.to_document is not None
@@ -457,7 +449,7 @@ class MemberHandlers:
     ) -> None:  # fmt: skip
         kind, m = self._kind, self._kind.membership
         mapped = _mapped(kind.spec, document)
-        kept = None if stored is None else _decoded(stored, kind.table.jsonb)
+        kept = None if stored is None else decoded_row(stored, kind.table.jsonb)
         row = _kept_names(mapped[m.table][0], document, kept, (kind.name_column,))
         await kind.table.save(conn, row, insert=insert)
         links = mapped[m.link_table]

@@ -39,6 +39,7 @@ from proxy.handlers._pg import (
     ApiError,
     Call,
     created,
+    decoded_row,
     endpoint,
     ensure_subscription,
     listed,
@@ -134,15 +135,6 @@ def _with_round_trip(detail: Mapping[str, Any], stored: Any) -> dict[str, Any]:
     return merged
 
 
-def _decoded(row: Mapping[str, Any]) -> Row:
-    values = dict(row)
-    values.pop("listed_total", None)  # a list's total, read beside its page
-    for name in _JSONB:
-        if isinstance(values.get(name), str):
-            values[name] = json.loads(values[name])
-    return values
-
-
 class ConnectorHandlers:
     def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
         self._pool = pool
@@ -152,7 +144,7 @@ class ConnectorHandlers:
 
     def document_of(self, row: Mapping[str, Any]) -> Document:
         assert SPEC.to_document is not None
-        return SPEC.to_document({"connectors": [_decoded(row)]}, self._context)
+        return SPEC.to_document({"connectors": [decoded_row(row, _JSONB)]}, self._context)
 
     def row_of(self, document: Document, stored: Mapping[str, Any] | None) -> Row:
         mapped = SPEC.map_document(document, self._context)
@@ -161,7 +153,7 @@ class ConnectorHandlers:
         row = dict(mapped.rows["connectors"][0])
         extra = dict(row.get("extra") or {})
         if stored is not None:
-            kept = _decoded(stored)["extra"].get(RENAMED) or {}
+            kept = decoded_row(stored, _JSONB)["extra"].get(RENAMED) or {}
             if (
                 "connector_name" in kept
                 and document.get("connector_name") == kept["connector_name"]

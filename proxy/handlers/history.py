@@ -25,7 +25,7 @@ millisecond by legacy are listed in insertion order; here by their id, newest id
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -37,6 +37,7 @@ from proxy.handlers._pg import (
     LISTED_TOTAL,
     ApiError,
     Call,
+    decoded_row,
     ensure_subscription,
     listed,
     listed_total,
@@ -95,15 +96,6 @@ VISIBLE = f"""(NOT extra ? 'd_flag' OR NOT CASE jsonb_typeof({_FLAG})
     ELSE false END)"""
 
 
-def _decoded(record: Mapping[str, Any]) -> dict[str, Any]:
-    row = dict(record)
-    row.pop("listed_total", None)
-    for name in _JSONB:
-        if isinstance(row.get(name), str):
-            row[name] = json.loads(row[name])
-    return row
-
-
 class _Filters:
     """A WHERE clause built from the request, its values as bind parameters only."""
 
@@ -130,11 +122,36 @@ class _Filters:
     def sql(self) -> str:
         return " WHERE " + " AND ".join(self.clauses)
 
+    def page_query(
+        self, call: Call, columns: str, table: str, order: str
+    ) -> tuple[str, str, list[Any], int]:
+        """(page SQL, count SQL, the page's arguments, skip), ``from``/``to`` added; the count
+        takes the page's arguments but the last two (limit, offset)."""
+        self.window(call)
+        page = call.page()
+        n = len(self.args)
+        page_sql = (
+            f"SELECT {columns}, {LISTED_TOTAL} FROM {table}{self.sql} "
+            f"ORDER BY {order} LIMIT ${n + 1} OFFSET ${n + 2}"
+        )
+        args = [*self.args, page.per_page, page.skip]
+        return page_sql, f"SELECT count(*) FROM {table}{self.sql}", args, page.skip
 
-def _page_args(filters: _Filters, call: Call) -> tuple[str, list[Any], int]:
-    page = call.page()
-    n = len(filters.args)
-    return f" LIMIT ${n + 1} OFFSET ${n + 2}", [*filters.args, page.per_page, page.skip], page.skip
+
+async def _listed(
+    pool: asyncpg.Pool,
+    call: Call,
+    query: tuple[str, str, list[Any], int],
+    document_of: Callable[[Mapping[str, Any]], Document],
+    rendered: Rendered,
+    message: str,
+) -> RecordedResponse:
+    """One page of a list query as legacy answers it, with the count of all."""
+    page_sql, count_sql, args, skip = query
+    async with tenant_transaction(pool, call.caller.subscription_id) as conn:
+        rows = await conn.fetch(page_sql, *args)
+        total = await listed_total(conn, rows, skip, count_sql, *args[:-2])
+    return listed(message, [render_fields(document_of(row), rendered) for row in rows], total)
 
 
 class RunHandlers:
@@ -146,13 +163,12 @@ class RunHandlers:
     @staticmethod
     def document_of(record: Mapping[str, Any]) -> Document:
         assert RUNS_SPEC.to_document is not None
-        row = {"logs": None, **_decoded(record)}
+        row = {"logs": None, **decoded_row(record, _JSONB)}
         return RUNS_SPEC.to_document({"job_runs": [row]}, _CONTEXT)
 
     @staticmethod
     def list_query(call: Call) -> tuple[str, str, list[Any], int]:
-        """(page SQL, count SQL, the page's arguments, skip) of a getRuns request; the count
-        takes the page's arguments but the last two (limit, offset)."""
+        """(page SQL, count SQL, the page's arguments, skip) of a getRuns request."""
         filters = _Filters()
         workflow_id = call.query_text("workflow_id")
         if workflow_id is not None:
@@ -163,21 +179,11 @@ class RunHandlers:
                 filters.add("status = ?", status)
             else:
                 filters.add("extra -> '$unreadable' -> 'status' = to_jsonb(?::text)", status)
-        filters.window(call)
-        limit, args, skip = _page_args(filters, call)
-        page_sql = (
-            f"SELECT {_RUN_COLUMNS}, {LISTED_TOTAL} FROM job_runs{filters.sql} "
-            f"ORDER BY created_at DESC, job_run_id{limit}"
-        )
-        return page_sql, f"SELECT count(*) FROM job_runs{filters.sql}", args, skip
+        return filters.page_query(call, _RUN_COLUMNS, "job_runs", "created_at DESC, job_run_id")
 
     async def get_runs(self, call: Call) -> RecordedResponse:
-        page_sql, count_sql, args, skip = self.list_query(call)
-        async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
-            rows = await conn.fetch(page_sql, *args)
-            total = await listed_total(conn, rows, skip, count_sql, *args[:-2])
-        items = [render_fields(self.document_of(row), JOB_RUN) for row in rows]
-        return listed("Runs fetched successfully", items, total)
+        return await _listed(self._pool, call, self.list_query(call), self.document_of, JOB_RUN,
+                             "Runs fetched successfully")  # fmt: skip
 
     async def get_run(self, call: Call) -> RecordedResponse:
         run_id = call.query_id("job_run_id")
@@ -190,7 +196,7 @@ class RunHandlers:
         if row is None:
             raise ApiError(404, "Job run not found")
         assert RUNS_SPEC.to_document is not None
-        document = RUNS_SPEC.to_document({"job_runs": [_decoded(row)]}, _CONTEXT)
+        document = RUNS_SPEC.to_document({"job_runs": [decoded_row(row, _JSONB)]}, _CONTEXT)
         rendered = render_fields(document, JOB_RUN)
         logs = document.get("logs")
         rendered["logs"] = [
@@ -277,7 +283,7 @@ class ActivityHandlers:
     @staticmethod
     def document_of(record: Mapping[str, Any]) -> Document:
         assert ACTIVITY_SPEC.to_document is not None
-        return ACTIVITY_SPEC.to_document({"user_activity": [_decoded(record)]}, _CONTEXT)
+        return ACTIVITY_SPEC.to_document({"user_activity": [decoded_row(record, _JSONB)]}, _CONTEXT)
 
     @staticmethod
     def list_query(call: Call) -> tuple[str, str, list[Any], int]:
@@ -288,18 +294,9 @@ class ActivityHandlers:
             value = call.query_text(name)
             if value is not None:
                 filters.add(f"{column} = ?", value)
-        filters.window(call)
-        limit, args, skip = _page_args(filters, call)
-        page_sql = (
-            f"SELECT {ACTIVITY_COLUMNS}, {LISTED_TOTAL} FROM user_activity{filters.sql} "
-            f"ORDER BY created_at DESC, activity_id DESC{limit}"
-        )
-        return page_sql, f"SELECT count(*) FROM user_activity{filters.sql}", args, skip
+        order = "created_at DESC, activity_id DESC"
+        return filters.page_query(call, ACTIVITY_COLUMNS, "user_activity", order)
 
     async def get_activity(self, call: Call) -> RecordedResponse:
-        page_sql, count_sql, args, skip = self.list_query(call)
-        async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
-            rows = await conn.fetch(page_sql, *args)
-            total = await listed_total(conn, rows, skip, count_sql, *args[:-2])
-        items = [render_fields(self.document_of(row), ACTIVITY) for row in rows]
-        return listed("Activity fetched successfully", items, total)
+        return await _listed(self._pool, call, self.list_query(call), self.document_of,
+                             ACTIVITY, "Activity fetched successfully")  # fmt: skip

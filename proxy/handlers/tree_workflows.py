@@ -28,6 +28,7 @@ from proxy.handlers._pg import (
     ApiError,
     Call,
     created,
+    decoded_row,
     listed,
     ok,
     record_activity,
@@ -94,14 +95,6 @@ def _expected_version(call: Call) -> int | None:
         return int(value)
     except ValueError as exc:
         raise ApiError(400, "version must be a whole number") from exc
-
-
-def _decoded(row: asyncpg.Record) -> Row:
-    values = dict(row)
-    for name in _JSONB:
-        if isinstance(values.get(name), str):
-            values[name] = json.loads(values[name])
-    return values
 
 
 class WorkflowHandlers:
@@ -252,7 +245,7 @@ class WorkflowHandlers:
     async def update_workflow(self, call: Call) -> RecordedResponse:
         workflow_id = call.text("workflow_id")
         async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
-            stored = _decoded(await store.load_workflow(conn, workflow_id, lock=True))
+            stored = decoded_row(await store.load_workflow(conn, workflow_id, lock=True), _JSONB)
             row = dict(stored)
             previous = render_row(stored, WORKFLOW)
             renamed = False
@@ -298,7 +291,7 @@ class WorkflowHandlers:
     async def delete_workflow(self, call: Call) -> RecordedResponse:
         workflow_id = call.text("workflow_id")
         async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
-            row = _decoded(await store.load_workflow(conn, workflow_id, lock=True))
+            row = decoded_row(await store.load_workflow(conn, workflow_id, lock=True), _JSONB)
             previous = render_row(row, WORKFLOW)
             await conn.execute(
                 "UPDATE workflows SET is_deleted = true, deleted_at = $2, updated_by = $3, "
@@ -333,7 +326,7 @@ class WorkflowHandlers:
         workflow_id = call.text("workflow_id")
         user_id = call.caller.user_id
         async with tenant_transaction(self._pool, call.caller.subscription_id) as conn:
-            stored = _decoded(await store.load_workflow(conn, workflow_id, lock=True))
+            stored = decoded_row(await store.load_workflow(conn, workflow_id, lock=True), _JSONB)
             holder = stored["checked_out_by"]
             if stored["is_checked_out"] and holder not in (None, user_id):
                 doing = "checked in" if checking_in else "checked out"
