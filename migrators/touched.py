@@ -41,6 +41,7 @@ __all__ = [
     "TouchedEntry",
     "TouchedReader",
     "record_touched",
+    "redis_text",
     "stream_key",
 ]
 
@@ -93,7 +94,8 @@ class TouchedEntry:
     at: float  # epoch seconds the proxy recorded the write
 
 
-def _decode(value: Any) -> str:
+def redis_text(value: Any) -> str:
+    """A Redis reply's key or value as text (the client answers bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -146,7 +148,7 @@ class TouchedReader:
 
     @staticmethod
     def _trimmed(reply: Any) -> list[str]:
-        return [_decode(i) for _s, items in reply or () for i, fields in items if not fields]
+        return [redis_text(i) for _s, items in reply or () for i, fields in items if not fields]
 
     @staticmethod
     def _entries(reply: Any) -> list[TouchedEntry]:
@@ -155,10 +157,10 @@ class TouchedReader:
             for entry_id, fields in items:
                 if not fields:  # deleted from the stream while pending
                     continue
-                decoded = {_decode(k): _decode(v) for k, v in fields.items()}
+                decoded = {redis_text(k): redis_text(v) for k, v in fields.items()}
                 entries.append(
                     TouchedEntry(
-                        entry_id=_decode(entry_id),
+                        entry_id=redis_text(entry_id),
                         legacy_id=decoded.get("legacy_id", ""),
                         subscription_id=decoded.get("subscription_id", ""),
                         at=float(decoded.get("at") or 0.0),

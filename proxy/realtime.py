@@ -30,6 +30,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from migrators.touched import redis_text
 from schema.tenancy import ensure_subscription, enter_tenant
 from strangler.runs import activity_channel, run_channel
 from strangler.tokens import Caller, InvalidToken, verify_token
@@ -97,7 +98,7 @@ class LiveFanout:
                         self._subscribed.set()
                         continue
                     if message["type"] == "pmessage":
-                        self._deliver(_text(message["channel"]), _text(message["data"]))
+                        self._deliver(redis_text(message["channel"]), redis_text(message["data"]))
             except (RedisError, OSError) as exc:
                 self._subscribed.clear()
                 log.warning("live updates: Redis subscription lost (%s); retrying", exc)
@@ -220,7 +221,3 @@ class LiveFanout:
                     "WHERE connection_id = $1",
                     connection,
                 )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -38,7 +38,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -46,7 +46,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from migrators.entities.common import to_json
-from proxy.handlers._pg import record_outbox
+from migrators.touched import redis_text
+from proxy.handlers._pg import moment_of, record_outbox
 from proxy.handlers.access import render_fields
 from proxy.handlers.history import ACTIVITY, ACTIVITY_COLUMNS, DISPATCH_CHANNEL, ActivityHandlers
 from schema.tenancy import enter_sync, enter_tenant
@@ -84,11 +85,6 @@ class WorkerCounts:
 
 class _NoRun(Exception):
     """A message naming no run: nothing can ever drive it."""
-
-
-def _moment(clock: Callable[[], float]) -> datetime:
-    moment = datetime.fromtimestamp(clock(), UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class RunWorker:
@@ -174,7 +170,7 @@ class RunWorker:
                 "UPDATE run_dispatch AS d SET published_at = now(), message_id = m.mid "
                 "FROM unnest($1::bigint[], $2::text[]) AS m (rid, mid) WHERE d.id = m.rid",
                 [row["id"] for row in rows],
-                [_text(i) for i in ids],
+                [redis_text(i) for i in ids],
             )
         self.counts.published += len(rows)
         return len(rows)
@@ -207,7 +203,7 @@ class RunWorker:
             RUN_GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms
         )
         entries = [entry for _stream, items in answer or [] for entry in items]
-        await asyncio.gather(*(self.handle(_text(mid), fields) for mid, fields in entries))
+        await asyncio.gather(*(self.handle(redis_text(mid), fields) for mid, fields in entries))
         return len(entries)
 
     async def claim_once(self, count: int = 50) -> int:
@@ -218,7 +214,7 @@ class RunWorker:
         )
         handled = 0
         for entry in pending:
-            mid = _text(entry["message_id"])
+            mid = redis_text(entry["message_id"])
             # backoff: a message's n-th retry waits claim_idle_ms * 2^(n-1) since its last try
             wait = self._claim_idle * 2 ** max(0, int(entry["times_delivered"]) - 1)
             if int(entry["time_since_delivered"]) < wait:
@@ -240,7 +236,7 @@ class RunWorker:
     async def handle(self, message_id: str, fields: dict[Any, Any]) -> None:
         """Drive the message's run to its end, then acknowledge; on failure, leave it pending
         (the claimer retries it after ``claim_idle_ms``)."""
-        message = {_text(k): _text(v) for k, v in fields.items()}
+        message = {redis_text(k): redis_text(v) for k, v in fields.items()}
         try:
             await self.drive(message["job_run_id"], message["subscription_id"])
         except (_NoRun, KeyError) as exc:
@@ -256,7 +252,7 @@ class RunWorker:
         self.counts.acknowledged += 1
 
     async def _dead_letter(self, message_id: str, fields: dict[Any, Any], reason: str) -> None:
-        message = {_text(k): _text(v) for k, v in fields.items()}
+        message = {redis_text(k): redis_text(v) for k, v in fields.items()}
         dead: Any = {**message, "reason": reason, "id": message_id}
         await self._redis.xadd(self.dead_stream, dead)
         run_id, tenant = message.get("job_run_id"), message.get("subscription_id")
@@ -317,7 +313,7 @@ class RunWorker:
         """Move the run from ``expected`` to ``status`` (False when it was not there any
         more: another delivery moved it), with its log entry and outbox row; published
         after the commit."""
-        moment = _moment(self._clock)
+        moment = moment_of(self._clock)
         entry = to_json([{"ts": moment.replace(tzinfo=None), "level": level, "message": message}])
         final = status in FINAL_STATUSES
         async with self._pool.acquire() as conn, conn.transaction():
@@ -450,7 +446,3 @@ class RunWorker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         return self.counts
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -39,7 +39,7 @@ from migrators.entities.common import (
     to_json,
     write_fields,
 )
-from migrators.entities.tree_fields import contains_nul, read_json, write_json
+from migrators.entities.tree_fields import contains_nul, read_int, read_json, write_json
 from migrators.entities.tree_history import history_id
 from migrators.spec import (
     Document,
@@ -53,7 +53,7 @@ from migrators.spec import (
 )
 from schema.keys import row_key
 from schema.partitions import NO_DATE, is_no_date
-from strangler.contract import DirtyValue, parse_legacy_datetime, to_int
+from strangler.contract import DirtyValue, parse_legacy_datetime
 
 __all__ = ["ACTIVITY_FIELDS", "RUN_FIELDS", "SPECS", "creation_moment", "row_moment"]
 
@@ -90,8 +90,6 @@ ACTIVITY_FIELDS: tuple[Field, ...] = (
 )
 _ACTIVITY_JSON = (("previous_data", "previous_data"), ("current_data", "current_data"))
 
-_INT64 = 2**63
-
 
 def creation_moment(read: datetime | None) -> tuple[datetime, Note | None]:
     """The row's ``created_at``: the one read, else NO_DATE (the default partition)."""
@@ -110,13 +108,7 @@ def row_moment(document: Document) -> datetime:
 
 
 def _read_count(value: Any) -> tuple[int | None, bool]:
-    try:
-        number = to_int(value)
-    except DirtyValue:
-        return None, False
-    if number is not None and not 0 <= number < _INT64:
-        return None, False
-    return number, True
+    return read_int(value, minimum=0, bits=64)  # the columns are bigint, never negative
 
 
 def _map(

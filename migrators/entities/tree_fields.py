@@ -119,16 +119,17 @@ def write_json(value: Any) -> Any:
     return None if value is None else from_json(value)
 
 
-def read_int(value: Any, minimum: int | None = None) -> tuple[int | None, bool]:
-    """(the integer, readable?) of a number that may be stored as a string."""
+def read_int(value: Any, minimum: int | None = None, bits: int = 32) -> tuple[int | None, bool]:
+    """(the integer, readable?) of a number that may be stored as a string; it must fit
+    the column, a PostgreSQL integer (``bits`` 32) or bigint (64)."""
     try:
         number = to_int(value)
     except DirtyValue:
         return None, False
     if number is not None and minimum is not None and number < minimum:
         return None, False
-    if number is not None and not -(2**31) <= number < 2**31:
-        return None, False  # the column is a PostgreSQL integer
+    if number is not None and not -(2 ** (bits - 1)) <= number < 2 ** (bits - 1):
+        return None, False
     return number, True
 
 
