@@ -11,6 +11,7 @@ import socket
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from proxy.runs_worker import RunWorker
 from strangler.cli import run_async
@@ -100,6 +101,12 @@ def _work(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
+            try:
+                await worker.ensure_group()  # Redis down at the start: say so, not a traceback
+            except (RedisError, OSError) as exc:
+                raise ServiceUnavailable(
+                    "REDIS_URL", redact_url(settings.redis_url), str(exc)
+                ) from exc
             counts = await worker.run(stop)
         finally:
             await redis.aclose()

@@ -288,3 +288,13 @@ async def test_the_whole_worker_serves_a_burst_from_two_processes_worth_of_consu
             ids,
         )
     assert finals == 200  # one final log entry per run: none finished twice
+
+
+def test_the_worker_with_redis_down_says_so_and_exits(migrated_database_url, monkeypatch, capsys):
+    from strangler.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", migrated_database_url)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert main(["runs", "work", "--consumer", "t"]) == 2
+    err = capsys.readouterr().err
+    assert "REDIS_URL: cannot reach redis://127.0.0.1:1/0" in err and "Traceback" not in err
