@@ -169,6 +169,12 @@ class EntitySpec:
     # MongoDB comes back as the same row, and no entry changes, so the hazard that makes
     # the forward sync rest in new (an older state read back over a newer row) cannot be.
     append_only: bool = False
+    # Its entries also travel in other entities' outbox rows (activity: a write on the new
+    # side queues its audit entry with it, at payload[carried_as][legacy_id_column]). Until
+    # that row is applied MongoDB lacks the entry on purpose, so the forward sync holds the
+    # row back, as for the entity's own waiting outbox rows: a sweep reading the entry as
+    # absent must not delete the row the reverse sync is about to carry across.
+    carried_as: str = ""
     # Rows whose documents legacy changes without a client's write (no touched id names
     # them): an SQL predicate over the first table's columns. The polling feed reads those
     # documents again every second or so, instead of leaving them to the sweep. Job runs:

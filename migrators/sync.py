@@ -286,17 +286,25 @@ class SyncWorker:
             log.warning("%s sync: watermark not published: %s", self.spec.name, exc)
 
     async def _held_back(self, conn: asyncpg.Connection, ids: list[str]) -> set[str]:
-        """Ids whose outbox rows still wait: PostgreSQL is ahead of MongoDB for them."""
+        """Ids whose outbox rows still wait: PostgreSQL is ahead of MongoDB for them. An
+        entity carried in other entities' rows (``EntitySpec.carried_as``) is looked for
+        there too, among the waiting rows only (the pending index)."""
         if not ids:
             return set()
         async with conn.transaction():
             await enter_sync(conn)
             records = await conn.fetch(
-                """SELECT DISTINCT legacy_id FROM migration_outbox
+                """SELECT legacy_id FROM migration_outbox
                    WHERE entity = $1 AND applied_at IS NULL AND origin = 'new'
-                     AND legacy_id = ANY($2::text[])""",
+                     AND legacy_id = ANY($2::text[])
+                   UNION
+                   SELECT payload -> $3::text ->> $4::text FROM migration_outbox
+                   WHERE $3::text <> '' AND applied_at IS NULL AND origin = 'new'
+                     AND payload -> $3::text ->> $4::text = ANY($2::text[])""",
                 self.spec.name,
                 ids,
+                self.spec.carried_as,
+                self.spec.legacy_id_column,
             )
         return {r["legacy_id"] for r in records}
 

@@ -94,6 +94,7 @@ class Walk:
         # cannot reach at 0.01 (it says so); --max-regression-rate is the operator's knob.
         self.config = GateConfig(max_regression_rate=DEMO_MAX_REGRESSION_RATE)
         self._shown_samples = 0
+        self._step_started: datetime | None = None
 
     async def dwell(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -161,11 +162,14 @@ class Walk:
             self.say(f"   [{'pass' if gate.passed else 'FAIL'}] {gate.name}: {gate.detail}")
         failed = [g for g in gates if not g.passed]
         if failed:
+            if any(g.name.startswith("shadow-") for g in failed) and self._step_started:
+                # the evidence the gate judged: what differed, with samples, in the CI log
+                self.say(await self.report(entity, self._step_started, samples=10))
             raise WalkStopped(
                 f"{change.describe()}: {len(failed)} gate(s) failed and the demo does not force "
                 "gates: " + "; ".join(f"{g.name}: {g.detail}" for g in failed)
             )
-        started = datetime.now(UTC)
+        started = self._step_started = datetime.now(UTC)
         await self._apply(conn, probes, change, gates)
         # an append-only entity's forward sync never rests (migrators.spec.EntitySpec)
         specs = [spec for spec in group_specs(entity) if not spec.append_only]
@@ -226,7 +230,7 @@ class Walk:
             "; ".join(steps.events),
         )
 
-    async def report(self, entity: str, since: datetime) -> str:
+    async def report(self, entity: str, since: datetime, samples: int = 3) -> str:
         """The shadow report of ``entity`` for this step's window, as text."""
         store = ResultStore(self.stack.settings.database_url)
         try:
@@ -243,7 +247,7 @@ class Walk:
             ),
             entity_endpoints=load_entity_endpoints(Path(self.stack.rules_path)),
             entity=entity,
-            samples_per_entity=3,
+            samples_per_entity=samples,
         )
         text = render(report, "text").rstrip("\n")
         return "   shadow report for this step:\n" + "\n".join(

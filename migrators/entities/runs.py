@@ -257,6 +257,7 @@ SPECS = (
         normalize=normalize_activity,
         moment=row_moment,
         append_only=True,
+        carried_as="activity",
         references=(
             _subscription_reference(),
             Reference("user_id", "users", "user_id", "dangling_user"),

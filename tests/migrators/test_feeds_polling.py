@@ -264,3 +264,76 @@ async def test_new_activity_entries_are_tailed_without_waiting_for_the_sweep(
                           block_ms=1, revisit_interval=0.0)  # fmt: skip
     await resumed.open(batch.position)
     assert await resumed.next_batch(100) is None  # nothing after it: nothing read twice
+
+
+async def test_an_entry_the_new_side_wrote_is_not_deleted_before_the_reverse_sync_carries_it(
+    legacy_db: Database, pg: asyncpg.Connection, migrated_database_url: str, ctx: MappingContext
+) -> None:
+    """A write on the new side queues its activity entry inside its own outbox row (another
+    entity's); until the reverse sync applies it MongoDB lacks the entry. The activity sync
+    never rests, and a sweep reading the entry as absent deleted the row: legacy then
+    listed an entry the new side no longer had, for ever (the reverse sync's copy is an
+    echo, never applied back)."""
+    import json
+    from datetime import UTC, datetime
+
+    from bson import ObjectId
+    from sync_fixtures import SUBSCRIPTIONS
+
+    from migrators.entities.runs import SPECS as RUN_SPECS
+    from migrators.origin import ORIGIN_FIELD, origin_marker
+    from migrators.reverse import activity_document
+    from proxy.handlers.history import insert_row
+    from schema.tenancy import enter_sync
+
+    spec = RUN_SPECS[1]
+    activity = legacy_db["userActivity"]
+    await seed_tenants(pg)
+    tenant = SUBSCRIPTIONS[0]
+    await activity.insert_one({"_id": ObjectId(), "subscription_id": tenant, "UserId": "usr_a",
+                               "action": "created", "created_at": datetime.now(UTC)})  # fmt: skip
+
+    def make_feed(conn: asyncpg.Connection) -> PollingFeed:
+        sweeper = Sweeper(spec, activity, ctx, buckets=4, buckets_per_round=4,
+                          id_column="activity_id")  # fmt: skip
+        return PollingFeed(spec, activity, TouchedReader(_NoRedis(), "activity"), sweeper, conn,
+                           block_ms=1, revisit_interval=0.0)  # fmt: skip
+
+    async def entries() -> list[str]:
+        async with pg.transaction():
+            await enter_sync(pg)
+            rows = await pg.fetch("SELECT activity_id FROM user_activity ORDER BY activity_id")
+        return [r[0] for r in rows]
+
+    await SyncWorker(spec, make_feed, migrated_database_url, ctx).run(once=True)
+    assert len(await entries()) == 1
+    # runNow on the new side: its run's outbox row carries the entry; not applied yet
+    entry = {"activity_id": str(ObjectId()), "subscription_id": tenant, "UserId": "usr_a",
+             "action": "executed", "object_type": "workflow", "object_id": "wf_1",
+             "object_name": "flow", "ip_address": "127.0.0.1", "user_agent": "test",
+             "previous_data": None, "current_data": {"status": "queued"},
+             "created_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    mapped = spec.map_document(activity_document(entry), ctx)
+    async with pg.transaction():
+        await enter_sync(pg)
+        await insert_row(pg, "user_activity", mapped.rows["user_activity"][0])  # type: ignore[union-attr]
+        outbox_id = await pg.fetchval(
+            "INSERT INTO migration_outbox (subscription_id, entity, legacy_id, operation, "
+            "payload, origin) VALUES ($1, 'job_runs', 'run_1', 'insert', $2::jsonb, 'new') "
+            "RETURNING id",
+            tenant,
+            json.dumps({"activity": entry}),
+        )
+    await SyncWorker(spec, make_feed, migrated_database_url, ctx).run(once=True)  # a full pass
+    assert entry["activity_id"] in await entries()
+    # the reverse sync carries it across; from then on both stores have it, once
+    await activity.insert_one({**activity_document(entry), ORIGIN_FIELD: origin_marker(outbox_id)})
+    async with pg.transaction():
+        await enter_sync(pg)
+        await pg.execute("UPDATE migration_outbox SET applied_at = now() WHERE id = $1", outbox_id)
+    await SyncWorker(spec, make_feed, migrated_database_url, ctx).run(once=True)
+    assert len(await entries()) == 2 and entry["activity_id"] in await entries()
+    # held back only while carried: an entry MongoDB lost with no outbox row waiting is gone
+    await activity.delete_one({"_id": ObjectId(entry["activity_id"])})
+    await SyncWorker(spec, make_feed, migrated_database_url, ctx).run(once=True)
+    assert entry["activity_id"] not in await entries()
