@@ -8,7 +8,11 @@ server is a test double, too slow to stand for legacy's latency); and, on that l
 proxies with connectors in ``legacy``; in ``shadow`` with ``sample_rate: 1.0`` (every read
 also answered by the new side and compared, off the request path) with the new side's
 handlers in the proxy's process; and the same with the comparisons asking a separate proxy
-that serves connectors in ``new`` (``proxy serve --shadow-new-url``).
+that serves connectors in ``new`` (``proxy serve --shadow-new-url``); and the comparator
+apart: the proxy only appends each sampled exchange to a Redis Stream (``proxy serve
+--shadow-queue``) and ``strangler shadow work`` (a process of its own, like the new side
+apart at a lower priority: the stand-in for hardware of its own) asks both sides and
+compares.
 
 1. Client latency at a fixed offered rate (open loop: requests leave on schedule whether
    or not earlier ones are answered, so a slow proxy shows as latency, not as fewer
@@ -41,7 +45,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from strangler.config import load_settings
-from strangler.demo_processes import remove_run_dir
+from strangler.demo_processes import _answers, free_port, remove_run_dir
 from strangler.shadow_ci import Sides, flag_table_with
 from strangler.tokens import mint_token
 
@@ -164,6 +168,7 @@ async def _settled(
 LEGACY = "connectors in legacy"
 SHADOW = "shadow 1.0, new side here"
 REMOTE = "shadow 1.0, new side apart"
+QUEUED = "shadow 1.0, comparator apart"
 
 
 def _median(rounds: list[Round]) -> Round:
@@ -233,27 +238,43 @@ async def run(rate: float, seconds: float, rounds: int, saturate: float, workers
         remote_url, remote_admin = await sides.proxy(
             "shadow-apart", shadowed, *compare_rules, "--shadow-new-url", new_url
         )
-        targets = {LEGACY: legacy_url, SHADOW: shadow_url, REMOTE: remote_url}
+        prefix = f"bench-shadow-{os.getpid()}:"
+        queued_url, _ = await sides.proxy(
+            "shadow-queued", shadowed, "--shadow-queue", "--redis-prefix", prefix
+        )
+        metrics_port = free_port("127.0.0.1")
+        worker = await sides.services.start(
+            "shadow-work",
+            ["shadow", "work", "--new", new_url, "--redis-prefix", prefix,
+             "--rules", compare_rules[1], "--metrics-port", str(metrics_port)],
+            _answers("127.0.0.1", metrics_port),
+        )  # fmt: skip
+        os.setpriority(os.PRIO_PROCESS, worker.process.pid, NEW_SIDE_NICE)
+        worker_metrics = f"http://127.0.0.1:{metrics_port}"
+        targets = {LEGACY: legacy_url, SHADOW: shadow_url, REMOTE: remote_url, QUEUED: queued_url}
         print(
             f"open loop at {rate:g} requests/s for {seconds:g} s per round, {rounds} rounds "
             "interleaved (p50/p99: the median round; p99 x: the median over rounds of p99 / "
             "legacy's p99 in the same round); connectors reads of 3 tenants; "
             f"{os.cpu_count()} CPUs shared by the load, the proxies, the emulator, mongod and "
             "PostgreSQL. 'new side apart': the comparisons ask a proxy serving connectors in "
-            "new (proxy serve --shadow-new-url) instead of running its handlers in-process",
+            "new (proxy serve --shadow-new-url) instead of running its handlers in-process; "
+            "'comparator apart': the proxy queues exchanges on Redis (--shadow-queue) for "
+            "'strangler shadow work', which asks both sides and compares",
             flush=True,
         )
         connector = aiohttp.TCPConnector(limit=256)
         async with aiohttp.ClientSession(connector=connector) as session:
             for url in targets.values():  # warm-up: pools, caches, imports
                 await _open_loop(session, url, rate, 1.0, requests)
-            before = {a: await _settled(session, a) for a in (shadow_admin, remote_admin)}
+            admins = {SHADOW: shadow_admin, REMOTE: remote_admin, QUEUED: worker_metrics}
+            before = {a: await _settled(session, a) for a in admins.values()}
             runs: dict[str, list[Round]] = {name: [] for name in targets}
             for _ in range(rounds):
                 for name, url in targets.items():
                     runs[name].append(await _open_loop(session, url, rate, seconds, requests))
             _latency_table(runs)
-            for name, admin in ((SHADOW, shadow_admin), (REMOTE, remote_admin)):
+            for name, admin in admins.items():
                 after = await _settled(session, admin)
                 compared = after["compared"] - before[admin]["compared"]
                 dropped = after["dropped"] - before[admin]["dropped"]
@@ -261,6 +282,8 @@ async def run(rate: float, seconds: float, rounds: int, saturate: float, workers
             await _sustained(session, SHADOW, shadow_url, shadow_admin, saturate, requests,
                              workers)  # fmt: skip
             await _sustained(session, REMOTE, remote_url, remote_admin, saturate, requests,
+                             workers)  # fmt: skip
+            await _sustained(session, QUEUED, queued_url, worker_metrics, saturate, requests,
                              workers)  # fmt: skip
     finally:
         await sides.services.stop()

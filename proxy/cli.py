@@ -96,6 +96,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "work then leaves this process (default: in-process)",
     )
     s.add_argument(
+        "--shadow-queue",
+        action="store_true",
+        help="hand sampled exchanges to 'strangler shadow work' over a Redis Stream instead "
+        "of comparing them here: this process then only appends each one (batched, never "
+        "waited for by a client); without a worker running, nothing is compared",
+    )
+    s.add_argument(
         "--redis-prefix",
         default="",
         help="prefix of the live-update channels (as strangler runs work --redis-prefix): "
@@ -178,6 +185,18 @@ def _write_tracking(
     return ConsistencyStore(client), TouchedRecorder(client, metrics.registry)
 
 
+def _queued_sink(stack: AsyncExitStack, settings: Settings, prefix: str) -> Any:
+    """The sink of ``--shadow-queue`` (shadow_compare.queue), on a Redis client of its own
+    with short timeouts: a slow Redis holds the sink's flushes, never a request."""
+    import redis.asyncio as aioredis
+
+    from shadow_compare.queue import QueuedSink
+
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    stack.push_async_callback(client.aclose)
+    return QueuedSink(client, prefix=prefix)
+
+
 def _live_updates(
     stack: AsyncExitStack, settings: Settings, deps: HandlerDeps, prefix: str
 ) -> LiveFanout:
@@ -210,13 +229,18 @@ async def _serve_async(args: argparse.Namespace, settings: Settings) -> None:
         registry = load_handler_modules(HANDLER_MODULES, deps)
         metrics = ProxyMetrics()
         shadow_rules = args.shadow_rules if pathlib.Path(args.shadow_rules).is_file() else None  # noqa: ASYNC240 - once, at start
-        sink, runner = load_shadow_sink(
-            {
-                "database_url": settings.database_url,
-                "rules_path": None if shadow_rules is None else pathlib.Path(shadow_rules),
-                "registry": metrics.registry,
-            }
-        )
+        if args.shadow_queue:
+            sink, runner = _queued_sink(stack, settings, args.redis_prefix), None
+            await sink.start()
+            stack.push_async_callback(sink.stop)
+        else:
+            sink, runner = load_shadow_sink(
+                {
+                    "database_url": settings.database_url,
+                    "rules_path": None if shadow_rules is None else pathlib.Path(shadow_rules),
+                    "registry": metrics.registry,
+                }
+            )
         if runner is not None:
             await runner.start()
             stack.push_async_callback(runner.stop)

@@ -1,4 +1,5 @@
-"""``strangler shadow report|replay|prune``: the gates CI runs, and retention.
+"""``strangler shadow report|replay|prune|work``: the gates CI runs, retention, and the
+comparator as a process of its own (shadow_compare.work_cli).
 
 Exit codes: 0 every gate passed, 1 a gate failed (the report says which), 2 the
 command could not run (strangler.cli prints the one-line reason).
@@ -23,6 +24,7 @@ from shadow_compare.replay import ReplayOptions, replay
 from shadow_compare.report import Gates, Report, build_report
 from shadow_compare.rules import RuleSet, load_rules
 from shadow_compare.store import ResultStore
+from shadow_compare.work_cli import add_work_parser
 from strangler.cli import run_async
 from strangler.config import load_settings
 from strangler.errors import DataError
@@ -175,6 +177,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--older-than", required=True, help="a duration (30d, 12h) or an ISO 8601 time"
     )
     prune.set_defaults(handler=_prune)
+    add_work_parser(commands)
 
 
 def _gates(args: argparse.Namespace) -> Gates:

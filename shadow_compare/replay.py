@@ -31,7 +31,7 @@ from shadow_compare.settle import reclassify_pair, settle_by_rereading
 from strangler.exchange import RecordedRequest, RecordedResponse, Side
 from strangler.tokens import mint_token
 
-__all__ = ["CaseResult", "ReplayOptions", "ReplaySummary", "replay"]
+__all__ = ["CaseResult", "HttpSide", "ReplayOptions", "ReplaySummary", "replay"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,9 @@ class ReplaySummary:
         return Counter(str(o.kind) for o in self.outcomes)
 
 
-class _Side:
+class HttpSide:
+    """One side over HTTP: a RecordedRequest sent to its base URL, the answer recorded."""
+
     def __init__(self, name: Side, flag: str, client: httpx.AsyncClient) -> None:
         self.name = name
         self.flag = flag
@@ -139,7 +141,7 @@ async def _run_case(
     *,
     entity: str,
     token: str,
-    sides: tuple[_Side, _Side],
+    sides: tuple[HttpSide, HttpSide],
     rules: RuleSet,
     options: ReplayOptions,
     written: list[tuple[datetime, datetime]],
@@ -230,7 +232,10 @@ async def replay(
             base_url=options.new_url, timeout=timeout, limits=limits, transport=transports[1]
         ) as new_client,
     ):
-        sides = (_Side("legacy", "--legacy", legacy_client), _Side("new", "--new", new_client))
+        sides = (
+            HttpSide("legacy", "--legacy", legacy_client),
+            HttpSide("new", "--new", new_client),
+        )
         gate = asyncio.Semaphore(options.concurrency)
         done = 0
         written: dict[str, list[tuple[datetime, datetime]]] = {}  # by subscription_id

@@ -133,19 +133,23 @@ class ShadowRunner:
         primary: RecordedResponse,
         other: Call,
         primary_again: Call | None = None,
+        waited: float = 0.0,
     ) -> bool:
         """Queue a comparison; never blocks. False (and counted as dropped) when full.
 
         ``primary_again`` optionally repeats the call to the side that served the client;
         with it, noise on that side can be told apart too (see classify_rereads).
+        ``waited``: seconds the exchange already spent on its way here since the client was
+        answered (shadow_compare.queue), counted against ``max_wait_seconds``.
         """
         self.metrics.sampled.labels(entity).inc()
         if not self._accepting or self._queue is None:
             self.metrics.dropped.labels(entity).inc()
             return False
         job = _Job(
-            entity, normalize_endpoint(endpoint, request), request, primary, other, primary_again
-        )
+            entity, normalize_endpoint(endpoint, request), request, primary, other, primary_again,
+            time.monotonic() - waited,
+        )  # fmt: skip
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
