@@ -33,6 +33,7 @@ from control.flags import (
 from control.plan import WholePlan, plan_all_new
 from migrators.crypto import SecretBox
 from migrators.registry import UnknownEntity, default_registry
+from migrators.retirement import refuse_if_retired
 from migrators.reverse import pending_count
 from migrators.stores import legacy_store
 from migrators.sync_status import sync_status
@@ -295,6 +296,8 @@ async def run_plan(settings: Settings, args: argparse.Namespace) -> tuple[Change
     change = plan_change(read_flags(args.rules), args.entity, args.mode, args.percent)
     conn = await _connect(settings.database_url)
     try:
+        if change.from_mode == "new":  # no gate and no --force past the point of no return
+            await refuse_if_retired(conn, f"{change.describe()} refused, no entity leaves new")
         gates = await evaluate_gates(change, LiveProbes(conn, settings, args.rules), _config(args))
     finally:
         await conn.close()

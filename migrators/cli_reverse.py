@@ -9,6 +9,7 @@ import asyncpg
 
 from migrators.crypto import SecretBox
 from migrators.registry import default_registry
+from migrators.retirement import read_retirement, refuse_if_retired
 from migrators.reverse import ReverseResult, apply_pending
 from migrators.stores import legacy_database
 from strangler.cli import run_async
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "every write there queued an outbox row. This applies the pending rows in order to "
         "the legacy MongoDB documents (and their userActivity entries), so that switching "
         "the entity back to 'legacy' loses nothing. Safe to repeat and to run as several "
-        "copies (one applies each entity at a time).",
+        "copies (one applies each entity at a time). After 'strangler retire' it refuses "
+        "to start, and a running one stops.",
     )
     parser.add_argument(
         "entity",
@@ -52,16 +54,27 @@ async def run_reverse_sync(settings: Settings, args: argparse.Namespace) -> list
     if not specs:
         raise DataError(f"{args.entity!r} has no reversible entity (no to_document mapping)")
     context = SecretBox(settings.connector_keys).context()
-    db = await legacy_database(settings)
     try:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     except (OSError, asyncpg.PostgresError) as exc:
         raise ServiceUnavailable(
             "DATABASE_URL", redact_url(settings.database_url), type(exc).__name__
         ) from exc
+    try:  # asked before MongoDB is: after retirement it may be gone
+        async with pool.acquire() as conn:
+            await refuse_if_retired(conn, "the reverse sync does not start")
+        db = await legacy_database(settings)
+    except BaseException:
+        await pool.close()
+        raise
     totals = {spec.name: ReverseResult(spec.name) for spec in specs}
     try:
         while True:
+            async with pool.acquire() as conn:
+                retired = await read_retirement(conn)
+            if retired is not None:  # retired while running: nothing is carried back any more
+                print(f"{retired.describe()}: the reverse sync stops", flush=True)
+                break
             for spec in specs:
                 result = await apply_pending(pool, db, spec, context, batch=args.batch)
                 total = totals[spec.name]

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shadow_compare.cli",
     "migrators.cli",
     "control.cli",
+    "control.retire",
     "strangler.demo",
     "strangler.shadow_ci",
 )
