@@ -6,7 +6,9 @@ import argparse
 import asyncio
 
 import asyncpg
+import redis.asyncio as aioredis
 
+from migrators.consistency import ConsistencyStore
 from migrators.crypto import SecretBox
 from migrators.registry import default_registry
 from migrators.retirement import read_retirement, refuse_if_retired
@@ -68,6 +70,10 @@ async def run_reverse_sync(settings: Settings, args: argparse.Namespace) -> list
         await pool.close()
         raise
     totals = {spec.name: ReverseResult(spec.name) for spec in specs}
+    # the reverse watermarks on Redis: a proxy holding a request that names an id written
+    # on the new side lets it through once this has carried the write (migrators.consistency)
+    redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    watermarks = ConsistencyStore(redis)
     try:
         while True:
             async with pool.acquire() as conn:
@@ -76,7 +82,8 @@ async def run_reverse_sync(settings: Settings, args: argparse.Namespace) -> list
                 print(f"{retired.describe()}: the reverse sync stops", flush=True)
                 break
             for spec in specs:
-                result = await apply_pending(pool, db, spec, context, batch=args.batch)
+                result = await apply_pending(pool, db, spec, context, batch=args.batch,
+                                             watermarks=watermarks)  # fmt: skip
                 total = totals[spec.name]
                 total.applied += result.applied
                 total.failed += result.failed
@@ -92,6 +99,7 @@ async def run_reverse_sync(settings: Settings, args: argparse.Namespace) -> list
                 break
             await asyncio.sleep(args.interval)
     finally:
+        await redis.aclose()
         await pool.close()
         await close_database(db)
     for total in totals.values():

@@ -26,6 +26,10 @@ write across when every member's watermark has passed it: the lowest one counts.
 a watermark from every member, a pin simply lasts its bound, which is chosen above the
 sync's lag alert.
 
+Across entities (proxy/causal.py): a write's touched ids are noted too (``note_ids``), and a
+request of another entity naming one, served by the other side, waits until the sync
+toward that side has passed the write (``not_carried``).
+
 The decision is pure; the store does one Redis round trip per decision (an MGET of the pin
 and the members' watermarks) and one SET per write, only for entities in ``canary``.
 """
@@ -42,6 +46,7 @@ __all__ = [
     "DEFAULT_PIN_SECONDS",
     "DEFAULT_SKEW_SECONDS",
     "ConsistencyStore",
+    "IdMark",
     "WriteMark",
     "choose_read_side",
     "needs_tracking",
@@ -62,6 +67,16 @@ DEFAULT_SKEW_SECONDS = 0.5
 class WriteMark:
     side: Side
     at: float  # epoch seconds, by the proxy that served the write
+
+
+@dataclass(frozen=True)
+class IdMark:
+    """A write that touched a legacy id: the migration entity whose sync carries it, the
+    side that took it, when (epoch seconds, by the proxy that served it)."""
+
+    entity: str
+    side: Side
+    at: float
 
 
 def needs_tracking(mode: str) -> bool:
@@ -143,6 +158,53 @@ class ConsistencyStore:
         except Exception as exc:  # redis raises many kinds; all mean "not reachable"
             raise ServiceUnavailable("REDIS_URL", "redis", type(exc).__name__) from exc
 
+    def _id_key(self, tenant: str, legacy_id: str) -> str:
+        return f"{self._prefix}id:{tenant}:{legacy_id}"
+
+    async def note_ids(
+        self, tenant: str, touched: Mapping[str, Sequence[str]], side: Side, at: float
+    ) -> None:
+        """Record the ids a successful write touched (migration entity -> legacy ids), for
+        the requests of other entities that name them (:meth:`not_carried`)."""
+        if not any(touched.values()):
+            return
+        ttl = max(1, int(self.pin_seconds * 1000))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entity, ids in touched.items():
+                    for legacy_id in ids:
+                        pipe.set(self._id_key(tenant, legacy_id), f"{entity}|{side}|{at:.6f}",
+                                 px=ttl)  # fmt: skip
+                await pipe.execute()
+        except Exception as exc:  # redis raises many kinds; all mean "not reachable"
+            raise ServiceUnavailable("REDIS_URL", "redis", type(exc).__name__) from exc
+
+    async def not_carried(
+        self, tenant: str, ids: Sequence[str], serving: Side, now: float
+    ) -> IdMark | None:
+        """A write that touched one of ``ids`` on the other side than ``serving`` and that
+        its sync has not carried across yet (None: every one has, or none was written
+        lately). Two MGETs at most: the ids' marks, then their syncs' watermarks.
+
+        On a Redis failure: None (a request is never refused for want of Redis)."""
+        if not ids:
+            return None
+        try:
+            raw = await self._redis.mget([self._id_key(tenant, i) for i in ids])
+            marks = [m for m in (_parse_id_mark(_decode(v)) for v in raw) if m is not None]
+            marks = [m for m in marks if m.side != serving and now - m.at < self.pin_seconds]
+            if not marks:
+                return None
+            keys = [self._watermark_key(m.entity, direction_toward(m.side)) for m in marks]
+            watermarks = [_decode(v) for v in await self._redis.mget(keys)]
+        except Exception:  # redis raises many kinds; all mean "cannot tell"
+            return None
+        for mark, raw_watermark in zip(marks, watermarks, strict=True):
+            watermark = _lowest([raw_watermark])
+            if watermark is None or watermark < mark.at + self.skew_seconds:
+                return mark
+        return None
+
     async def publish_watermark(
         self, entity: str, direction: Direction, applied_up_to: float
     ) -> None:
@@ -199,6 +261,18 @@ def _registry_groups() -> dict[str, tuple[str, ...]]:
     for spec in default_registry():
         groups.setdefault(spec.routing_entity, []).append(spec.name)
     return {entity: tuple(names) for entity, names in groups.items()}
+
+
+def _parse_id_mark(raw: str | None) -> IdMark | None:
+    if not raw:
+        return None
+    entity, side, at = [*raw.split("|"), "", ""][:3]
+    if side not in ("legacy", "new") or not entity:
+        return None
+    try:
+        return IdMark(entity, side, float(at))  # type: ignore[arg-type]
+    except ValueError:
+        return None
 
 
 def _parse_mark(raw: str | None) -> WriteMark | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -142,11 +143,17 @@ async def apply_pending(
     *,
     batch: int = DEFAULT_BATCH,
     progress: Callable[[str], object] = lambda _line: None,
+    watermarks: Any | None = None,
 ) -> ReverseResult:
     """Apply every pending outbox row of ``spec``'s entity, in id order, then return.
 
     Stops at the first row that fails (its error is recorded on the row and in the
     result); the rows behind it stay pending, in order, for the next run.
+
+    ``watermarks`` (a migrators.consistency.ConsistencyStore): once a read finds nothing
+    pending, every outbox row committed before that read is in MongoDB; that moment is
+    published as the entity's reverse watermark, which lets a request of another entity
+    that names a just-written id through (proxy: causal consistency across entities).
     """
     if spec.to_document is None:
         raise DataError(f"entity {spec.name!r} has no to_document mapping: it cannot be reversed")
@@ -155,6 +162,7 @@ async def apply_pending(
         await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(spec.name))
         try:
             while True:
+                read_at = time.time()  # before the read: what committed earlier is seen
                 async with conn.transaction():
                     await enter_sync(conn)
                     pending = await conn.fetch(
@@ -165,6 +173,7 @@ async def apply_pending(
                         batch,
                     )
                 if not pending:
+                    await _publish(watermarks, spec.name, read_at)
                     break
                 for outbox in pending:
                     async with conn.transaction():
@@ -192,6 +201,16 @@ async def apply_pending(
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(spec.name))
     return result
+
+
+async def _publish(watermarks: Any | None, entity: str, applied_up_to: float) -> None:
+    """The reverse watermark; a Redis failure only keeps the proxies waiting longer."""
+    if watermarks is None:
+        return
+    try:
+        await watermarks.publish_watermark(entity, "reverse", applied_up_to)
+    except Exception as exc:  # redis raises many kinds; none may stop the reverse sync
+        log.warning("%s reverse sync: watermark not published: %s", entity, exc)
 
 
 async def _record_failure(conn: asyncpg.Connection, outbox_id: int, error: str) -> None:

@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from migrators.consistency import ConsistencyStore
+from migrators.consistency import ConsistencyStore, Side
 from proxy.canary import in_canary
+from proxy.causal import CausalGate, is_split, named_ids, replayed, serving_side
 from proxy.fence import FenceBoard
 from proxy.forward import (
     Capture,
@@ -87,6 +88,9 @@ class ProxyApp:
         self._sample = sample
         # Read-your-writes across sides in canary (None: not tracked).
         self.consistency = consistency
+        # Causal consistency across entities while the table is split (proxy.causal).
+        self.causal = CausalGate(consistency) if consistency is not None else None
+        self._split: tuple[object, bool] = (None, False)
         # How long a write may take at most (the upstream read timeout): a write's pin is
         # dated this far ahead until the write is done.
         self._write_deadline = write_deadline
@@ -141,10 +145,70 @@ class ProxyApp:
                         [(b"retry-after", str(retry_after).encode())],
                     )
                 else:
-                    status, origin = await self._dispatch(route, scope, receive, send, headers)
+                    held, receive = await self._hold_causally(route, scope, receive, send, headers)
+                    if held is not None:
+                        status, origin = held, "proxy"
+                    else:
+                        status, origin = await self._dispatch(route, scope, receive, send, headers)
         except ClientGone:
             status, origin = 499, "proxy"  # nginx's code for "client closed the request"
         self.metrics.observe(entity, mode, origin, status, time.perf_counter() - started)
+
+    def split(self) -> bool:
+        """Whether the current table serves some entities from each side (proxy.causal);
+        the fast engine then hands every routed request to this app."""
+        table = self.tables.current
+        if self._split[0] is not table:
+            self._split = (table, is_split(table.entities.values()))
+        return self._split[1]
+
+    async def _hold_causally(
+        self, route: Route, scope: dict[str, Any], receive: Any, send: Any, hdrs: UpstreamHeaders
+    ) -> tuple[int | None, Any]:
+        """(the 503's status when a named id is still on its way past the bound, else None;
+        the ``receive`` to go on with: a body read here is given again)."""
+        gate = self.causal
+        if gate is None or not self.split():
+            return None, receive
+        tenant = self._subscription(scope)
+        if tenant is None:
+            return None, receive
+        body = b""
+        if scope["method"] != "GET":
+            body, receive = await _peek_body(receive, self._limits.max_new_side_body)
+        ids = named_ids(scope.get("query_string", b"").decode("latin-1"), body)
+        if not ids:
+            return None, receive
+        plan = route.entity
+        mark, waited = await gate.hold(tenant, ids, serving_side(plan, route.is_write, tenant))
+        if mark is None:
+            if waited > 0.0:
+                self.metrics.causal.labels(plan.name, "waited").inc()
+            return None, receive
+        self.metrics.causal.labels(plan.name, "refused").inc()
+        seconds = gate.retry_after
+        status = await envelope_response(
+            send,
+            503,
+            f"a {mark.entity} write this request depends on was made on the {mark.side} side "
+            f"and has not reached the other yet; retry in {seconds} s",
+            hdrs.request_id,
+            [(b"retry-after", str(seconds).encode())],
+        )
+        return status, receive
+
+    async def _note_causally(
+        self, entity: str, scope: dict[str, Any], request_body: bytes, response_body: bytes,
+        side: Side,
+    ) -> None:  # fmt: skip
+        gate = self.causal
+        if gate is None or not self.split():
+            return
+        tenant = self._subscription(scope)
+        if tenant is not None and not await gate.note(
+            entity, tenant, request_body, response_body, side
+        ):
+            self.metrics.causal.labels(entity, "mark_failed").inc()
 
     async def _dispatch(
         self, route: Route, scope: dict[str, Any], receive: Any, send: Any, hdrs: UpstreamHeaders
@@ -222,12 +286,14 @@ class ProxyApp:
         capture = Capture(self._limits.max_sample_bytes)
         status = await self.legacy.stream(scope, receive, send, hdrs, capture)
         if 200 <= status < 300 and not capture.too_large:
-            await self.touched.record(
-                entity,
-                self._subscription(scope),
+            request_body, response_body = (
                 b"".join(capture.request_body),
                 b"".join(capture.response_body),
             )
+            await self.touched.record(
+                entity, self._subscription(scope), request_body, response_body
+            )
+            await self._note_causally(entity, scope, request_body, response_body, "legacy")
         return status
 
     async def _note_write(self, entity: str, tenant: str, at: float) -> None:
@@ -312,6 +378,8 @@ class ProxyApp:
             self.metrics.upstream_error("new", "handler_error")
             return await envelope_response(send, 500, "Internal server error", hdrs.request_id)
         response = dataclasses.replace(response, side="new", elapsed=time.perf_counter() - started)
+        if route.is_write and 200 <= response.status < 300:  # noted before the client knows
+            await self._note_causally(route.entity.name, scope, body, response.body, "new")
         out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         if not any(k.lower() == b"x-request-id" for k, _ in out):
             out.append((b"x-request-id", hdrs.request_id.encode("ascii")))
@@ -398,3 +466,22 @@ def _timed_new_side(
         return dataclasses.replace(response, side="new", elapsed=time.perf_counter() - started)
 
     return call
+
+
+async def _peek_body(receive: Any, limit: int) -> tuple[bytes, Any]:
+    """The request body when it is at most ``limit`` bytes (else b""), and a ``receive``
+    that gives what was read again, then the rest."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        parts.append(chunk)
+        size += len(chunk)
+        more = bool(message.get("more_body", False))
+        if not more:
+            return b"".join(parts), replayed(parts, False, receive)
+        if size > limit:  # too big to look into: given again as it came, the rest follows
+            return b"", replayed(parts, True, receive)

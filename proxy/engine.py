@@ -382,11 +382,15 @@ class FastServer:
             entity = UNROUTED
         else:
             plan = route.entity
-            if plan.mode != "legacy" or (
-                route.is_write
-                and (
-                    _records_touched(app, plan.name)
-                    or app.fences.retry_after(plan, table.fence_retry_after) is not None
+            if (
+                plan.mode != "legacy"
+                or app.split()
+                or (
+                    route.is_write
+                    and (
+                        _records_touched(app, plan.name)
+                        or app.fences.retry_after(plan, table.fence_retry_after) is not None
+                    )
                 )
             ):
                 cycle = AsgiCycle(self, conn, req)

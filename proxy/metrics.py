@@ -107,6 +107,14 @@ class ProxyMetrics:
             ("entity", "outcome"),
             registry=r,
         )
+        self.causal = Counter(
+            "strangler_proxy_causal",
+            "Requests naming an id written on the other side a moment ago (tables split "
+            "between sides): served after waiting for the sync (waited), answered 503 past "
+            "the bound (refused); and write marks Redis did not take (mark_failed).",
+            ("entity", "outcome"),
+            registry=r,
+        )
         self.websockets = Gauge(
             "strangler_proxy_websockets_open", "WebSocket sessions open.", registry=r
         )

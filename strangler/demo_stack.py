@@ -384,7 +384,8 @@ class DemoStack:
         while True:
             for spec in specs:
                 try:
-                    await apply_pending(self.pool, self.db, spec, self.context)
+                    await apply_pending(self.pool, self.db, spec, self.context,
+                                        watermarks=self.consistency)  # fmt: skip
                 except StranglerError as exc:  # the row stays pending; the next pass retries
                     self.say(f"   reverse sync of {spec.name}: {exc}")
             await asyncio.sleep(0.1)

@@ -183,6 +183,34 @@ async def test_a_failing_row_stops_the_run_in_order_and_is_retried(
     assert (second.applied, second.failed) == (6, 0)
 
 
+async def test_the_watermark_says_every_row_committed_before_it_is_in_mongodb(
+    fresh_sides: Sides, tenant: Tenant, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """The proxies let a request naming an id the new side just wrote through to legacy
+    once the reverse watermark passes the write (proxy/causal.py): published only by a
+    pass that left nothing pending, dated before that pass's last read."""
+    import time
+
+    from migrators.consistency import ConsistencyStore
+
+    store = ConsistencyStore(redis_client, prefix=redis_prefix)
+    key = f"{redis_prefix}applied:connectors:reverse"
+    sides = fresh_sides
+    original = connector_document(tenant, "watermarked")
+    await sides.seed(original)
+    await run_writes(sides, tenant, original["connector_id"])
+    written = time.time()  # every outbox row of those writes committed before this
+    flaky: Any = _FailingOnce(fresh_mongo())
+    failed = await apply_pending(sides.pool, flaky, CONNECTORS, sides.box.context(),
+                                 watermarks=store)  # fmt: skip
+    assert failed.failed == 1 and await redis_client.get(key) is None  # rows still wait
+    done = await apply_pending(sides.pool, flaky, CONNECTORS, sides.box.context(),
+                               watermarks=store)  # fmt: skip
+    assert done.applied == 6
+    watermark = float(await redis_client.get(key))
+    assert written < watermark <= time.time()
+
+
 async def test_the_forward_sync_does_not_echo_reverse_writes(
     fresh_sides: Sides, tenant: Tenant, migrated_database_url: str, redis_url: str
 ) -> None:
