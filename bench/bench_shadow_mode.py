@@ -136,14 +136,14 @@ async def _closed_loop(
 
 
 _METRIC = re.compile(
-    r'^strangler_shadow_(sampled|compared|dropped)_total\{entity="connectors"\} (\S+)$'
+    r'^strangler_shadow_(sampled|compared|dropped|stale)_total\{entity="connectors"\} (\S+)$'
 )
 
 
 async def _counters(session: aiohttp.ClientSession, admin: str) -> dict[str, float]:
     async with session.get(f"{admin}/metrics") as resp:
         text = await resp.text()
-    found = {"sampled": 0.0, "compared": 0.0, "dropped": 0.0}
+    found = {"sampled": 0.0, "compared": 0.0, "dropped": 0.0, "stale": 0.0}
     for line in text.splitlines():
         if m := _METRIC.match(line):
             found[m.group(1)] = float(m.group(2))
@@ -210,6 +210,9 @@ async def _sustained(session: aiohttp.ClientSession, name: str, url: str, admin:
     print(f"  client requests served: {served / elapsed:,.0f}/s")
     print(f"  comparisons completed: {in_window / elapsed:,.0f}/s during the load "
           f"({delta['compared']:,.0f} in all, after the queue drained)")  # fmt: skip
+    if delta["stale"]:
+        print(f"  stale: {delta['stale']:,.0f} reached the comparator more than its max wait "
+              "after the client's answer: counted, not compared")  # fmt: skip
     if delta["dropped"]:
         shed = delta["dropped"] / delta["sampled"] if delta["sampled"] else 0.0
         print(f"  shed: {delta['dropped']:,.0f} of {delta['sampled']:,.0f} sampled ({shed:.1%}): "

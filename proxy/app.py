@@ -341,6 +341,46 @@ class ProxyApp:
         )
         return status
 
+    def shadow_capture(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        target: bytes,
+        client_headers: list[tuple[bytes, bytes]],
+        client_ip: str | None,
+    ) -> Callable[[str, int, list[tuple[bytes, bytes]], bytes, float], None] | None:
+        """For the fast engine's shadow reads: None when this one is not sampled, else the
+        callback that hands legacy's captured answer to the comparator (as
+        :meth:`_legacy_compared` does for the ASGI path)."""
+        plan = route.entity
+        handler = route.handler
+        if handler is None or plan.sample_rate <= 0 or self._sample() >= plan.sample_rate:
+            return None
+        query = target.partition(b"?")[2].decode("latin-1")
+
+        def compare(
+            request_id: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+            elapsed: float,
+        ) -> None:  # fmt: skip
+            if len(body) > self._limits.max_sample_bytes:
+                self.metrics.shadow.labels(plan.name, "too_large").inc()
+                return
+            hdrs = upstream_headers(client_headers, client_ip, "http")
+            sent = tuple((k, request_id if k == "x-request-id" else v) for k, v in hdrs.headers)
+            request = RecordedRequest(method, path, query, sent, b"", request_id)
+            primary = RecordedResponse(
+                status,
+                tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers),
+                body,
+                side="legacy",
+                elapsed=elapsed,
+            )
+            self._submit(route, request, primary, self._new_side_call(handler, request),
+                         lambda: self.legacy.record(request))  # fmt: skip
+
+        return compare
+
     def _new_side_call(
         self, handler: NewSideHandler, request: RecordedRequest
     ) -> Callable[[], Awaitable[RecordedResponse]]:

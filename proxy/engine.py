@@ -18,6 +18,7 @@ keeps the route it was dispatched with.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import urllib.parse
@@ -378,11 +379,17 @@ class FastServer:
         app = self.app
         table = app.tables.current
         route = table.lookup(method, path)
+        capture = None
         if route is None:
             entity = UNROUTED
         else:
             plan = route.entity
-            if (
+            # a shadow read is legacy's to answer: forwarded here too, a sampled one with
+            # its answer captured for the comparator (ProxyApp.shadow_capture)
+            if plan.mode == "shadow" and not route.is_write and not app.split():
+                capture = app.shadow_capture(route, method, path, target, req.headers,
+                                             conn.client_ip)  # fmt: skip
+            elif (
                 plan.mode != "legacy"
                 or app.split()
                 or (
@@ -403,6 +410,8 @@ class FastServer:
             req.method, pool.prefix + target, req.headers, conn.client_ip, b"http", pool.host_header
         )
         exchange = FastExchange(self, conn, req, entity, head, request_id, body_kind)
+        if capture is not None:
+            exchange.capture = functools.partial(capture, request_id)
         req.listener = exchange
         if req.expect_continue and not req.complete and conn.transport is not None:
             conn.transport.write(_CONTINUE)

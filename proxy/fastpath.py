@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,10 @@ from strangler.contract import error_body
 if TYPE_CHECKING:
     from proxy.engine import ClientConnection, FastServer, Request
 
-__all__ = ["FastExchange", "envelope_bytes", "status_line"]
+__all__ = ["Capture", "FastExchange", "envelope_bytes", "status_line"]
+
+# (status, legacy's response headers, its whole body, seconds since the request arrived)
+Capture = Callable[[int, list[tuple[bytes, bytes]], bytes, float], None]
 
 log = logging.getLogger("proxy.fastpath")
 
@@ -80,6 +84,8 @@ class FastExchange:
     __slots__ = (
         "_body_kind",
         "_buffering",
+        "_captured",
+        "_captured_headers",
         "_chunked_out",
         "_done",
         "_head_sent",
@@ -93,6 +99,7 @@ class FastExchange:
         "_up",
         "_upstream_head",
         "_upstream_keep_alive",
+        "capture",
         "conn",
         "entity",
         "req",
@@ -130,6 +137,11 @@ class FastExchange:
         self._upstream_keep_alive = False
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # A sampled shadow read: called once with legacy's whole answer after the client
+        # has it (status, headers, body, seconds), for the comparator (proxy.app).
+        self.capture: Capture | None = None
+        self._captured: list[bytes] = []
+        self._captured_headers: list[tuple[bytes, bytes]] = []
 
     # --- start -------------------------------------------------------------------------------
 
@@ -232,8 +244,16 @@ class FastExchange:
         head.append(b"\r\n")
         self._out.append(b"".join(head))
         self._buffering = length is not None and length <= SMALL_BODY and not no_body
+        if self.capture is not None:
+            if self._buffering or no_body:
+                self._captured_headers = headers
+            else:  # streamed (large or chunked): not held, so not compared either
+                self.capture = None
+                self.server.metrics.shadow.labels(self.entity, "too_large").inc()
 
     def upstream_body(self, chunk: bytes) -> None:
+        if self.capture is not None:
+            self._captured.append(chunk)
         if self._chunked_out:
             self._out += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
         else:
@@ -260,6 +280,13 @@ class FastExchange:
         self._buffering = False
         self._write_out()
         self._finish(self.status, reusable=self._upstream_keep_alive and self.req.complete)
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            try:
+                capture(self.status, self._captured_headers, b"".join(self._captured),
+                        time.perf_counter() - self._started)  # fmt: skip
+            except Exception:  # the comparator must never fail a client's request
+                log.exception("request %s: shadow capture failed", self._request_id)
 
     def upstream_lost(self, exc: BaseException | None) -> None:
         if self._done:
