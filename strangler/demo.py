@@ -35,8 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "the proxy while connectors, the workspace tree, users, groups, roles, job runs and "
         "activity, one "
         "after the other, go legacy -> shadow -> canary 50 -> new -> legacy, printing the gates "
-        "and the shadow report at each step. Ends with verify and "
-        "the count of acknowledged client writes lost, then keeps serving (Ctrl-C stops it) "
+        "and the shadow report at each step; then every entity goes into new in the order "
+        "'flags plan all new' gives, 'strangler retire' records the point of no return after "
+        "a final verify, and the syncs and the legacy emulator stop while traffic goes on. "
+        "Ends with the count of acknowledged client writes lost (PostgreSQL now the only "
+        "store), then keeps serving (Ctrl-C stops it) "
         "unless --no-serve. DATABASE_URL left at its default selects the demo's own "
         "database uzo_demo, which is reset at every start.",
     )

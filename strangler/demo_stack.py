@@ -17,7 +17,7 @@ import re
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -185,6 +185,8 @@ class DemoStack:
         self.redis_prefix = f"strangler-demo:{self.run_id}:"
         self.summary: SeedSummary | None = None
         self.legacy_url = ""
+        self.reverse_task: asyncio.Task[None] | None = None
+        self._stop_legacy: Callable[[], Awaitable[None]] | None = None
         self.rules_path = ""
         self.pool: asyncpg.Pool | None = None
         self.redis: aioredis.Redis | None = None
@@ -232,6 +234,7 @@ class DemoStack:
             await asyncio.gather(task, return_exceptions=True)
             sock.close()
 
+        self._stop_legacy = stop
         self._stack.push_async_callback(stop)
         self.legacy_url = f"http://{self.options.host}:{sock.getsockname()[1]}"
         self.settings = dataclasses.replace(self.settings, legacy_url=self.legacy_url)
@@ -418,6 +421,16 @@ class DemoStack:
 
         self._stack.push_async_callback(stop)
         self.reverse_task = task
+
+    async def retire_legacy(self) -> None:
+        """After 'strangler retire': the reverse sync, every forward sync and the legacy
+        emulator stop (its port then refuses connections)."""
+        if self.reverse_task is not None:
+            self.reverse_task.cancel()
+            await asyncio.gather(self.reverse_task, return_exceptions=True)
+        await self.stop_forward([worker.spec for worker, _task in list(self.workers.values())])
+        if self._stop_legacy is not None:
+            await self._stop_legacy()
 
     # --- stop --------------------------------------------------------------------------
 

@@ -549,6 +549,11 @@ class Traffic:
             for workspace_id in tenant.workspaces:
                 self._tasks.append(asyncio.create_task(self.tree_editor(tenant, workspace_id)))
 
+    def restart(self) -> None:
+        """Start the clients again after :meth:`stop` (the ledger goes on)."""
+        self._stop = asyncio.Event()
+        self.start()
+
     async def stop(self) -> None:
         """Let every task finish its current call (so each acknowledged write is in the
         ledger), then close the client."""

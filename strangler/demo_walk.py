@@ -14,7 +14,9 @@ stops the walk (:class:`WalkStopped`), which the demo reports as a failure.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +41,10 @@ from control.flags import (
     wait_for_table_hash,
     write_rules_atomically,
 )
+from control.plan import migration_order
+from control.retire import run_retire
+from migrators.registry import default_registry
+from migrators.reverse import pending_count
 from shadow_compare.endpoints import load_entity_endpoints
 from shadow_compare.render import render
 from shadow_compare.report import Gates, build_report
@@ -124,6 +130,67 @@ class Walk:
         finally:
             await conn.close()
 
+    async def end_state(self, number: int) -> bool:
+        """Every entity into new, in the order 'flags plan all new' takes them, a step at a
+        time under traffic; then (traffic paused) the reverse sync drains, 'strangler
+        retire' checks and records the point of no return, the syncs and the legacy
+        emulator stop, and traffic goes on against the proxy alone. True once retired."""
+        assert self.stack.proxy is not None
+        rules = self.stack.rules_path
+        order = migration_order(list(read_flags(rules)), default_registry())
+        self.say(f"\n== {number}. the end state: every entity into new ({', '.join(order)}: "
+                 "'flags plan all new' order), MongoDB retired, legacy stopped ==")  # fmt: skip
+        # In new a sampled read is also sent to legacy, which is about to stop: none is.
+        unsampled = re.sub(r"\n    sample_rate: [0-9.]+(?=\n)", "", _read(rules))
+        write_rules_atomically(rules, unsampled)
+        await wait_for_table_hash([self.stack.proxy.admin_url],
+                                  parse_table(unsampled, rules).canonical_hash(), 30.0)  # fmt: skip
+        self.say("   sampling off: no read goes to legacy for comparison any more")
+        # Each entity went into new under traffic in its walk above; here they switch one
+        # after the other with the clients paused (the history collections grow with every
+        # tree edit, and under constant edits their verify rarely meets a quiet moment).
+        self.say("   client traffic paused while the entities switch")
+        await self.traffic.stop()
+        conn = await asyncpg.connect(self.stack.settings.database_url)
+        try:
+            probes = LiveProbes(conn, self.stack.settings, rules)
+            for entity in order:
+                await self.step(conn, probes, entity, "new", None, dwell=False)
+        finally:
+            await conn.close()
+        self.say("-- every entity in new: traffic again, every request served from PostgreSQL "
+                 "(writes still carried back to MongoDB by the reverse sync)")  # fmt: skip
+        self.traffic.restart()
+        await self.dwell(self.times.dwell)
+        self.say("-- retire MongoDB (strangler retire --yes), client traffic paused meanwhile")
+        await self.traffic.stop()
+        assert self.stack.pool is not None
+        async with self.stack.pool.acquire() as pg:
+            for _ in range(150):  # 30 s at most: the reverse sync drains the last writes
+                if not await pending_count(pg):
+                    break
+                await asyncio.sleep(0.2)
+        args = argparse.Namespace(
+            rules=rules, yes=True, dry_run=False, who="strangler demo",
+            reason="the demo's end state", proxy_admin=[self.stack.proxy.admin_url], min_age=0.0,
+        )  # fmt: skip
+        try:
+            result = await run_retire(self.stack.settings, args, self._indented)
+        except StranglerError as exc:
+            raise WalkStopped(f"strangler retire refused: {exc}") from exc
+        if result.retirement is None:
+            raise WalkStopped("strangler retire recorded nothing")
+        await self.stack.retire_legacy()
+        self.say("   reverse sync, forward syncs and the legacy emulator stopped: "
+                 f"{self.stack.legacy_url} refuses connections")  # fmt: skip
+        self.traffic.restart()
+        self.say("-- traffic against the proxy alone (PostgreSQL and Redis)")
+        await self.dwell(self.times.dwell * 2)
+        return True
+
+    def _indented(self, line: str) -> None:
+        self.say(f"   {line}")
+
     async def _gates(self, change: Change, probes: LiveProbes) -> list[Gate]:
         """The gates, evaluated again while they fail for a reason traffic resolves: into
         canary the comparator needs evidence; into new, verify under live traffic can meet
@@ -149,7 +216,11 @@ class Walk:
         entity: str,
         mode: str,
         percent: float | None,
+        *,
+        dwell: bool = True,
     ) -> None:
+        """One flag change with its gates; ``dwell``: traffic runs a while after it and the
+        shadow report of the step follows (the end state switches with traffic paused)."""
         rules = self.stack.rules_path
         change = plan_change(read_flags(rules), entity, mode, percent)
         self.say(f"-- {change.describe()}")
@@ -180,6 +251,8 @@ class Walk:
         elif change.from_mode == "new" and specs:
             self.stack.start_forward(specs)
             self.say("   forward sync running again for " + ", ".join(s.name for s in specs))
+        if not dwell:
+            return
         await self.dwell(self.times.dwell)
         if change.to_mode != "legacy":
             self.say(await self.report(entity, started))

@@ -46,7 +46,7 @@ def demo_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     asyncio.run(drop())
 
 
-def test_the_walk_through_loses_no_write_and_ends_verified(
+def test_the_walk_through_loses_no_write_and_ends_with_mongodb_retired(
     demo_database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["demo", "--no-serve", "--quick", "--reset-database", "--legacy-port", "0",
@@ -60,17 +60,27 @@ def test_the_walk_through_loses_no_write_and_ends_verified(
             assert f"-- {entity}: {step}" in out
     assert "[FAIL]" not in out and "[pass] shadow-regression-rate" in out
     assert "[pass] verify-clean" in out and "drained" in out
-    # Every acknowledged client write is in both stores; verify clean for every entity.
-    acknowledged = re.search(r"client writes acknowledged: (\d+), lost: (\d+)", out)
-    assert acknowledged is not None
-    assert int(acknowledged.group(1)) > 100 and acknowledged.group(2) == "0"
-    assert "   verify: clean" in out
+    # The end state: every entity into new in the planned order, MongoDB retired after a
+    # final verify clean for every entity, the legacy emulator stopped, traffic still served.
+    end = out[out.index("the end state: every entity into new") :]
+    for entity in ("connectors", "workspaces", "users", "groups", "roles", "job_runs", "activity"):
+        assert f"-- {entity}: legacy -> new" in end
     for entity in ("subscriptions", "users", "groups", "roles", "connectors", "workflows",
                    "workspaces", "workflow_versions", "workflow_backups", "job_runs",
                    "activity"):  # fmt: skip
-        assert re.search(rf"^   {entity}: clean;", out, re.MULTILINE), entity
-    # runNow through legacy and through the new side (its run worker), each run in both
-    runs = re.search(r"runs queued by runNow \(either side\): (\d+), each in both stores", out)
+        assert re.search(rf"^ +{entity}: clean;", end, re.MULTILINE), entity
+    assert "recorded: MongoDB was retired at" in end
+    assert "the legacy emulator stopped" in end
+    served = re.findall(r"writes acknowledged ([\d,]+)", end[end.index("the proxy alone") :])
+    assert len(served) >= 2 and served[0] != served[-1]  # writes went on with legacy gone
+    # Every acknowledged client write, from the first step to the last, is in PostgreSQL.
+    acknowledged = re.search(r"client writes acknowledged: (\d+), lost: (\d+)", out)
+    assert acknowledged is not None
+    assert int(acknowledged.group(1)) > 100 and acknowledged.group(2) == "0"
+    assert "   verify: clean" in out  # also: no unexpected answer, legacy stopped or not
+    assert "unexpected answer:" not in end
+    # runNow through legacy and through the new side (its run worker), each run kept
+    runs = re.search(r"runs queued by runNow \(either side\): (\d+), each in PostgreSQL", out)
     assert runs is not None and int(runs.group(1)) > 10
     # Fenced writes were retried, and clients were served throughout.
     assert re.search(r"fenced and retried [1-9]", out)
