@@ -113,8 +113,11 @@ def _patch_memory_cursor() -> None:
 
 
 def _patch_memory_reads() -> None:
-    """Three more of mongomock's pure-Python costs, each cut only where the answer is the
-    same (the backfill reads whole collections through all three):
+    """Four more of mongomock's pure-Python costs, each cut only where the answer is the
+    same (the backfill reads whole collections through three of them):
+
+    * a query on ``_id`` by ``$in`` tests every document against every value; the store is
+      one set lookup per document does (the sweep reads so every round);
 
     * a query runs its whole filter on every document; a query on ``_id`` by ``$type``
       first keeps the documents whose ``_id`` can match that type;
@@ -163,10 +166,19 @@ def _patch_memory_reads() -> None:
             yield self._copy_only_fields(documents[index], fields, as_class)
 
     def iter_documents(self: Any, spec: Any) -> Any:
+        condition = spec.get("_id") if isinstance(spec, dict) and len(spec) == 1 else None
+        single = isinstance(condition, dict) and len(condition) == 1
+        wanted = condition.get("$in") if single else None  # type: ignore[union-attr]
+        if isinstance(wanted, list | tuple) and wanted and _one_plain_type(wanted):
+            # {"_id": {"$in": [...]}} (the sweep's and the feeds' reads by id): one set
+            # lookup per document instead of a scan of the list for each (N x k), in the
+            # store's order as before
+            keys = set(wanted)
+            found = [d for d in list(self._store.documents) if _hashable_in(d.get("_id"), keys)]
+            return (d for d in found if filtering.filter_applies(spec, d))
         # {"_id": {"$type": T, ...}} (the backfill's query, one per _id type) only matches a
         # document whose _id passes T's test (or is an array): mongomock's whole filter runs
         # on those alone instead of on every document
-        condition = spec.get("_id") if isinstance(spec, dict) and len(spec) == 1 else None
         alias = condition.get("$type") if isinstance(condition, dict) else None
         test = filtering.TYPE_MAP.get(alias) if isinstance(alias, str) else None
         if test is None or self._store.is_empty:
@@ -184,6 +196,21 @@ def _patch_memory_reads() -> None:
     setattr(mock_collection, "_copy_field", copy_field)  # noqa: B010
     setattr(mock_collection.Collection, "_iter_documents", iter_documents)  # noqa: B010
     setattr(mock_collection.Collection, "_get_dataset", get_dataset)  # noqa: B010
+
+
+def _one_plain_type(values: Any) -> bool:
+    """All ObjectIds or all str: hashable, keyed as they are, ordered as BSON orders them."""
+    from bson import ObjectId
+
+    kinds = {type(v) for v in values}
+    return kinds == {ObjectId} or kinds == {str}
+
+
+def _hashable_in(value: Any, keys: set[Any]) -> bool:
+    try:
+        return value in keys
+    except TypeError:  # an unhashable _id (a dict, a list): the filter decides
+        return True
 
 
 def patch_memory_store() -> None:

@@ -52,6 +52,10 @@ _queries = st.one_of(
     st.sampled_from(ID_TYPES).map(lambda t: {"_id": {"$type": t}}),
     st.tuples(st.sampled_from(ID_TYPES), _ids).map(lambda p: {"_id": {"$type": p[0], "$gt": p[1]}}),
     st.just({"n": {"$gt": 0}}),
+    st.lists(st.binary(min_size=12, max_size=12).map(ObjectId), max_size=4).map(
+        lambda ids: {"_id": {"$in": ids}}
+    ),
+    st.lists(st.text(max_size=3), max_size=4).map(lambda ids: {"_id": {"$in": ids}}),
 )
 _sorts = st.one_of(
     st.none(),
