@@ -36,6 +36,7 @@ and the members' watermarks) and one SET per write, only for entities in ``canar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,6 +51,7 @@ __all__ = [
     "WriteMark",
     "choose_read_side",
     "needs_tracking",
+    "publish_watermark_or_warn",
 ]
 
 Side = Literal["legacy", "new"]
@@ -239,6 +241,23 @@ class ConsistencyStore:
             pin_seconds=self.pin_seconds,
             skew_seconds=self.skew_seconds,
         )
+
+
+async def publish_watermark_or_warn(
+    watermarks: Any | None,
+    entity: str,
+    direction: Direction,
+    applied_up_to: float,
+    log: logging.Logger,
+) -> None:
+    """A sync's watermark, if it has a store; a failure only keeps the proxies' pins and
+    holds longer (they expire), so it is logged and never stops the sync."""
+    if watermarks is None:
+        return
+    try:
+        await watermarks.publish_watermark(entity, direction, applied_up_to)
+    except Exception as exc:  # redis raises many kinds; none may stop a sync
+        log.warning("%s %s sync: watermark not published: %s", entity, direction, exc)
 
 
 def _lowest(raw_watermarks: Sequence[str | None]) -> float | None:

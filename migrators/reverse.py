@@ -39,6 +39,7 @@ import asyncpg
 from bson import ObjectId
 
 from migrators.backfill import legacy_id_match
+from migrators.consistency import ConsistencyStore, publish_watermark_or_warn
 from migrators.origin import ORIGIN_FIELD, origin_marker
 from migrators.spec import Document, EntitySpec, MappingContext
 from migrators.tree_apply import load_rows
@@ -143,7 +144,7 @@ async def apply_pending(
     *,
     batch: int = DEFAULT_BATCH,
     progress: Callable[[str], object] = lambda _line: None,
-    watermarks: Any | None = None,
+    watermarks: ConsistencyStore | None = None,
 ) -> ReverseResult:
     """Apply every pending outbox row of ``spec``'s entity, in id order, then return.
 
@@ -173,7 +174,7 @@ async def apply_pending(
                         batch,
                     )
                 if not pending:
-                    await _publish(watermarks, spec.name, read_at)
+                    await publish_watermark_or_warn(watermarks, spec.name, "reverse", read_at, log)
                     break
                 for outbox in pending:
                     async with conn.transaction():
@@ -201,16 +202,6 @@ async def apply_pending(
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(spec.name))
     return result
-
-
-async def _publish(watermarks: Any | None, entity: str, applied_up_to: float) -> None:
-    """The reverse watermark; a Redis failure only keeps the proxies waiting longer."""
-    if watermarks is None:
-        return
-    try:
-        await watermarks.publish_watermark(entity, "reverse", applied_up_to)
-    except Exception as exc:  # redis raises many kinds; none may stop the reverse sync
-        log.warning("%s reverse sync: watermark not published: %s", entity, exc)
 
 
 async def _record_failure(conn: asyncpg.Connection, outbox_id: int, error: str) -> None:

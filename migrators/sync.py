@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from migrators.consistency import publish_watermark_or_warn
 from migrators.dlq import Failure, record_dead_letters
 from migrators.feeds import Feed, FeedBatch, FeedEvent
 from migrators.feeds.cancellation import raise_if_cancel_requested
@@ -278,12 +279,9 @@ class SyncWorker:
     async def _publish_watermark(self, applied_up_to: float) -> None:
         """Tell the proxies every change read before ``applied_up_to`` is applied; a failure
         only keeps their pins longer (they expire), so it never stops the sync."""
-        if self._watermarks is None:
-            return
-        try:
-            await self._watermarks.publish_watermark(self.spec.name, "forward", applied_up_to)
-        except Exception as exc:  # redis raises many kinds; none may stop the sync
-            log.warning("%s sync: watermark not published: %s", self.spec.name, exc)
+        await publish_watermark_or_warn(
+            self._watermarks, self.spec.name, "forward", applied_up_to, log
+        )
 
     async def _held_back(self, conn: asyncpg.Connection, ids: list[str]) -> set[str]:
         """Ids whose outbox rows still wait: PostgreSQL is ahead of MongoDB for them. An

@@ -24,13 +24,14 @@ from typing import Any
 
 from migrators.consistency import ConsistencyStore, Side
 from proxy.canary import in_canary
-from proxy.causal import CausalGate, is_split, named_ids, replayed, serving_side
+from proxy.causal import CausalGate, is_split, named_ids, serving_side
 from proxy.fence import FenceBoard
 from proxy.forward import (
     Capture,
     ClientGone,
     LegacyForwarder,
     envelope_response,
+    peek_body,
     read_body,
 )
 from proxy.headers import UpstreamHeaders, upstream_headers
@@ -175,7 +176,7 @@ class ProxyApp:
             return None, receive
         body = b""
         if scope["method"] != "GET":
-            body, receive = await _peek_body(receive, self._limits.max_new_side_body)
+            body, receive = await peek_body(receive, self._limits.max_new_side_body)
         ids = named_ids(scope.get("query_string", b"").decode("latin-1"), body)
         if not ids:
             return None, receive
@@ -330,6 +331,16 @@ class ProxyApp:
             side="legacy",
             elapsed=time.perf_counter() - started,
         )
+        self._compare_legacy_answer(route, handler, request, primary)
+        return status
+
+    def _compare_legacy_answer(
+        self,
+        route: Route,
+        handler: NewSideHandler,
+        request: RecordedRequest,
+        primary: RecordedResponse,
+    ) -> None:
         # Legacy is asked again too: a write that lands between the two answers then shows
         # as legacy moving, not as a regression of the new side.
         self._submit(
@@ -339,7 +350,6 @@ class ProxyApp:
             self._new_side_call(handler, request),
             lambda: self.legacy.record(request),
         )
-        return status
 
     def shadow_capture(
         self,
@@ -376,8 +386,7 @@ class ProxyApp:
                 side="legacy",
                 elapsed=elapsed,
             )
-            self._submit(route, request, primary, self._new_side_call(handler, request),
-                         lambda: self.legacy.record(request))  # fmt: skip
+            self._compare_legacy_answer(route, handler, request, primary)
 
         return compare
 
@@ -506,22 +515,3 @@ def _timed_new_side(
         return dataclasses.replace(response, side="new", elapsed=time.perf_counter() - started)
 
     return call
-
-
-async def _peek_body(receive: Any, limit: int) -> tuple[bytes, Any]:
-    """The request body when it is at most ``limit`` bytes (else b""), and a ``receive``
-    that gives what was read again, then the rest."""
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        parts.append(chunk)
-        size += len(chunk)
-        more = bool(message.get("more_body", False))
-        if not more:
-            return b"".join(parts), replayed(parts, False, receive)
-        if size > limit:  # too big to look into: given again as it came, the rest follows
-            return b"", replayed(parts, True, receive)

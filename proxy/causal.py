@@ -32,7 +32,6 @@ import asyncio
 import json
 import time
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import parse_qsl
 
 from migrators.consistency import ConsistencyStore, IdMark, Side
@@ -41,7 +40,7 @@ from proxy.table import EntityPlan
 from proxy.touched import TOUCHED_ID_FIELDS, touched_ids
 from strangler.errors import ServiceUnavailable
 
-__all__ = ["ID_FIELDS", "CausalGate", "is_split", "named_ids", "replayed", "serving_side"]
+__all__ = ["ID_FIELDS", "CausalGate", "is_split", "named_ids", "serving_side"]
 
 ID_FIELDS = frozenset(field for fields in TOUCHED_ID_FIELDS.values() for field, _ in fields)
 DEFAULT_WAIT_SECONDS = 3.0  # above a healthy sync's lag; past it the client retries
@@ -126,18 +125,3 @@ class CausalGate:
             if mark is None:
                 return None, time.monotonic() - started
         return mark, 0.0 if mark is None else time.monotonic() - started
-
-
-def replayed(parts: list[bytes], more: bool, receive: Any) -> Any:
-    """An ASGI ``receive`` that gives the body ``parts`` already read (``more``: the body
-    goes on after them), then defers to ``receive`` (the rest, or a disconnect)."""
-    pending = list(parts) or [b""]
-
-    async def again() -> dict[str, Any]:
-        if pending:
-            chunk = pending.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(pending) or more}
-        message: dict[str, Any] = await receive()
-        return message
-
-    return again

@@ -114,8 +114,9 @@ async def _until_disconnect(receive: Any) -> None:
         pass
 
 
-async def read_body(receive: Any, limit: int) -> bytes | None:
-    """The whole request body, or None when it is larger than ``limit``."""
+async def _read_parts(receive: Any, limit: int) -> tuple[list[bytes], bool, bool]:
+    """(the body's chunks read, whether it is larger than ``limit``, whether more follows):
+    read until the body ends or grows past ``limit``."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -123,12 +124,39 @@ async def read_body(receive: Any, limit: int) -> bytes | None:
         if message["type"] == "http.disconnect":
             raise ClientGone()
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
         parts.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts)
+        size += len(chunk)
+        more = bool(message.get("more_body", False))
+        if size > limit or not more:
+            return parts, size > limit, more
+
+
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole request body, or None when it is larger than ``limit``."""
+    parts, too_large, _more = await _read_parts(receive, limit)
+    return None if too_large else b"".join(parts)
+
+
+async def peek_body(receive: Any, limit: int) -> tuple[bytes, Any]:
+    """The request body when it is at most ``limit`` bytes (else b""), and a ``receive``
+    that gives what was read again, then the rest."""
+    parts, too_large, more = await _read_parts(receive, limit)
+    return (b"" if too_large else b"".join(parts)), replayed(parts, more, receive)
+
+
+def replayed(parts: list[bytes], more: bool, receive: Any) -> Any:
+    """An ASGI ``receive`` that gives the body ``parts`` already read (``more``: the body
+    goes on after them), then defers to ``receive`` (the rest, or a disconnect)."""
+    pending = list(parts) or [b""]
+
+    async def again() -> dict[str, Any]:
+        if pending:
+            chunk = pending.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(pending) or more}
+        message: dict[str, Any] = await receive()
+        return message
+
+    return again
 
 
 async def envelope_response(
