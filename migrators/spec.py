@@ -180,6 +180,11 @@ class EntitySpec:
     # documents again every second or so, instead of leaving them to the sweep. Job runs:
     # legacy's simulator moves a run queued -> running -> final in MongoDB itself.
     revisit: str = ""
+    # Rows no legacy document made: an SQL predicate over the first table's columns. The
+    # new side makes a subscriptions row for a tenant only a token named (LEGACY.md trusts
+    # tokens as issued; every tenant table references the row). Sweep and verify leave
+    # them out: the document's absence is not a deletion, and no document is missing.
+    placeholder: str = ""
 
     def __post_init__(self) -> None:
         if self.tenant_from is not None and len(self.tables) != 1:

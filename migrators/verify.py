@@ -246,6 +246,13 @@ async def _postgres_side(
     async with conn.transaction():
         await enter_sync(conn)
         where, args = window.sql()
+        if spec.placeholder:  # rows no document made are neither extra nor compared
+            kept = f"NOT ({spec.placeholder})"
+            where = (
+                f" WHERE ({where.removeprefix(' WHERE ')}) AND {kept}"
+                if where
+                else f" WHERE {kept}"
+            )
         ids = [
             r[0] for r in await conn.fetch(f"SELECT {column} FROM {table}{where} ORDER BY 1", *args)
         ]

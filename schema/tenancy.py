@@ -21,6 +21,7 @@ from schema.keys import row_key
 
 __all__ = [
     "APP_ROLE",
+    "PLACEHOLDER",
     "SYNC_ROLE",
     "TENANT_SETTING",
     "ensure_subscription",
@@ -31,6 +32,8 @@ __all__ = [
 APP_ROLE = "strangler_app"
 SYNC_ROLE = "strangler_sync"
 TENANT_SETTING = "app.subscription_id"
+# The mark in ``extra`` of a row no legacy document made (see ensure_subscription).
+PLACEHOLDER = "$placeholder"
 
 
 class _Executor(Protocol):
@@ -59,13 +62,20 @@ async def ensure_subscription(conn: _Executor, subscription_id: str) -> None:
     """Make sure the tenant's ``subscriptions`` row exists before its first write.
 
     Tokens are trusted as issued (LEGACY.md), so a tenant may reach the new side
-    before its Accounts document was migrated; every tenant table references
-    ``subscriptions``. Call it inside :func:`enter_tenant`'s transaction (the row
-    is then checked by the same policy) or in a sync transaction.
+    before its Accounts document was migrated, or with none at all; every tenant table
+    references ``subscriptions``. The row is keyed as the Accounts mapping keys it, so a
+    later sync of the real document fills it in (and drops the placeholder mark) rather
+    than duplicating it; until then it is marked ``extra["$placeholder"]``, which sweep and
+    verify read as "no document made this row" rather than as a deleted account. Call it
+    inside :func:`enter_tenant`'s transaction (the row is then checked by the same policy)
+    or in a sync transaction.
     """
     await conn.execute(
-        "INSERT INTO subscriptions (id, subscription_id) VALUES ($1, $2) "
-        "ON CONFLICT (subscription_id) DO NOTHING",
+        # No conflict target: two first writes of a tenant racing meet on either unique index.
+        "INSERT INTO subscriptions (id, subscription_id, extra) "
+        "VALUES ($1, $2, jsonb_build_object($3::text, 'a token named this tenant')) "
+        "ON CONFLICT DO NOTHING",
         row_key("subscription", subscription_id),
         subscription_id,
+        PLACEHOLDER,
     )

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from migrators.entities.common import Field, json_value, normalize_fields, read_fields, write_fields
 from migrators.spec import Document, EntitySpec, Mapped, MappingContext, Quarantined, Row
 from schema.keys import row_key
+from schema.tenancy import PLACEHOLDER
 
 __all__ = ["FIELDS", "SPECS"]
 
@@ -53,5 +54,6 @@ SPECS = (
         key_entity="subscription",
         legacy_id_column="subscription_id",
         normalize=normalize_account,
+        placeholder=f"extra ? '{PLACEHOLDER}'",
     ),
 )

@@ -206,8 +206,10 @@ class Sweeper:
     ) -> tuple[dict[str, dict[str, Any] | None], set[str]]:
         table = self._spec.tables[0]
         bucket = BUCKET_SQL.format(self._id_column, self.buckets)
+        placeholder = f" AND NOT ({self._spec.placeholder})" if self._spec.placeholder else ""
         statement = await conn.prepare(
-            f"SELECT * FROM {table} WHERE {bucket} = ANY($1::bigint[]) AND ({self._live_condition})"
+            f"SELECT * FROM {table} WHERE {bucket} = ANY($1::bigint[]) "
+            f"AND ({self._live_condition}){placeholder}"
         )
         attributes = statement.get_attributes()
         json_columns = {a.name for a in attributes if a.type.name in ("json", "jsonb")}

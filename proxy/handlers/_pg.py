@@ -223,21 +223,6 @@ async def tenant_transaction(
         yield conn
 
 
-async def ensure_subscription(conn: asyncpg.Connection, subscription_id: str) -> None:
-    """Make sure the caller's tenant row exists before a write references it.
-
-    Legacy trusts a well-signed token even when its tenant has no ``Accounts`` document;
-    the foreign keys here do not. The row is keyed as the Accounts mapping keys it, so a
-    later sync of the real document fills it in rather than duplicating it.
-    """
-    await conn.execute(
-        # No conflict target: two first writes of a tenant racing meet on either unique index.
-        "INSERT INTO subscriptions (id, subscription_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        row_key("subscription", subscription_id),
-        subscription_id,
-    )
-
-
 def _jsonb(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 

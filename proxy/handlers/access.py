@@ -45,7 +45,6 @@ from proxy.handlers._pg import (
     Call,
     created,
     decoded_row,
-    ensure_subscription,
     listed,
     listed_total,
     ok,
@@ -53,6 +52,7 @@ from proxy.handlers._pg import (
     record_outbox,
     tenant_transaction,
 )
+from schema.tenancy import ensure_subscription
 from strangler.contract import DirtyValue, is_deleted, json_safe, new_id, render_datetime, to_int
 from strangler.exchange import RecordedResponse
 from strangler.user_fields import UTC_OFFSET, check_email, hash_password

@@ -41,7 +41,6 @@ from proxy.handlers._pg import (
     created,
     decoded_row,
     endpoint,
-    ensure_subscription,
     listed,
     listed_total,
     ok,
@@ -50,6 +49,7 @@ from proxy.handlers._pg import (
     tenant_transaction,
 )
 from proxy.registry import HandlerDeps, HandlerRegistry
+from schema.tenancy import ensure_subscription
 from strangler.contract import is_deleted, json_safe, new_id, render_datetime
 from strangler.exchange import RecordedResponse
 

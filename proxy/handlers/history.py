@@ -38,7 +38,6 @@ from proxy.handlers._pg import (
     ApiError,
     Call,
     decoded_row,
-    ensure_subscription,
     listed,
     listed_total,
     ok,
@@ -49,6 +48,7 @@ from proxy.handlers._pg import (
 from proxy.handlers.access import Rendered, render_fields
 from proxy.handlers.tree_store import load_workflow
 from schema.partitions import NO_DATE
+from schema.tenancy import ensure_subscription
 from strangler.contract import json_safe, new_id, render_datetime
 from strangler.exchange import RecordedResponse
 

@@ -20,7 +20,6 @@ from proxy.handlers._pg import (
     ApiError,
     Call,
     created,
-    ensure_subscription,
     listed,
     ok,
     record_activity,
@@ -35,6 +34,7 @@ from proxy.handlers.tree_render import (
     render_tree,
 )
 from schema.keys import row_key
+from schema.tenancy import ensure_subscription
 from strangler.contract import new_id
 from strangler.exchange import RecordedResponse
 
