@@ -41,6 +41,7 @@ from migrators.sync import SyncOptions, SyncWorker
 from migrators.touched import TouchedReader
 from proxy.handlers import HANDLER_MODULES
 from proxy.metrics import ProxyMetrics
+from proxy.realtime import LiveFanout
 from proxy.registry import HandlerDeps, load_handler_modules
 from proxy.server import ProxyConfig, ProxyInstance
 from proxy.touched import TouchedRecorder
@@ -290,6 +291,10 @@ class DemoStack:
             instance=f"demo-{self.run_id}",
         )
         touched = TouchedRecorder(self.redis, metrics.registry, prefix=self.redis_prefix)
+        # /ws/runNow and /ws/activity served from Redis once an entity is in new, fed by
+        # the run worker and its activity relay (start_runs), as 'proxy serve' does.
+        live = LiveFanout(self.redis, self.settings.jwt_secret, prefix=self.redis_prefix,
+                          pool=self.pool, instance_id=f"demo-{self.run_id}")  # fmt: skip
         proxy = ProxyInstance(
             config,
             self.settings.jwt_secret,
@@ -298,6 +303,7 @@ class DemoStack:
             metrics,
             consistency=self.consistency,
             touched=touched,
+            live=live,
         )
         try:
             await proxy.start()
