@@ -152,12 +152,16 @@ class RunWorker:
         async with self._pool.acquire() as conn, conn.transaction():
             await enter_sync(conn)
             rows = await conn.fetch(
-                "SELECT id, job_run_id, subscription_id, workflow_id FROM run_dispatch "
-                "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "SELECT d.id, d.job_run_id, d.subscription_id, d.workflow_id, r.created_at "
+                "FROM run_dispatch AS d LEFT JOIN LATERAL (SELECT created_at FROM job_runs "
+                "WHERE job_runs.job_run_id = d.job_run_id LIMIT 1) AS r ON true "
+                "WHERE d.published_at IS NULL ORDER BY d.id LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
                 limit,
             )
             if not rows:
                 return 0
+            # before the stream: a consumer must not announce "running" ahead of it
+            await self._announce_queued(rows)
             async with self._redis.pipeline(transaction=False) as pipe:
                 for row in rows:
                     message = run_message(
@@ -174,6 +178,24 @@ class RunWorker:
             )
         self.counts.published += len(rows)
         return len(rows)
+
+    async def _announce_queued(self, rows: list[asyncpg.Record]) -> None:
+        """A run's first status change, as legacy's hub sends it when runNow queues it: the
+        run committed with its dispatch row, so ``/ws/runNow`` subscribers hear ``queued``
+        (again, if a crash made this batch be dispatched twice: best effort, like every
+        live update)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    run = {"job_run_id": row["job_run_id"], "workflow_id": row["workflow_id"]}
+                    moment = row["created_at"] or moment_of(self._clock)
+                    pipe.publish(
+                        run_channel(self.prefix, row["subscription_id"], row["workflow_id"] or ""),
+                        json.dumps(status_message(run, "queued", moment)),
+                    )
+                await pipe.execute()
+        except RedisError as exc:  # live updates are best effort; the rows are the truth
+            log.warning("publishing %d queued runs failed: %s", len(rows), exc)
 
     def _heard(self, *_args: Any) -> None:
         self._wake.set()

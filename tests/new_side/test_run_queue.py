@@ -142,14 +142,14 @@ async def test_the_worker_drives_each_run_to_its_end_and_announces_every_step(
     )
     heard: list[dict[str, Any]] = []
     async with asyncio.timeout(10):
-        while len(heard) < 4:  # None: the subscription's confirmation, or nothing yet
+        while len(heard) < 6:  # None: the subscription's confirmation, or nothing yet
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None:
                 heard.append(json.loads(message["data"]))
     await pubsub.aclose()
     by_run = {run: [m["status"] for m in heard if m["job_run_id"] == run] for run in runs.values()}
-    assert by_run == {runs[good["workflow_id"]]: ["running", "completed"],
-                      runs[broken["workflow_id"]]: ["running", "failed"]}  # fmt: skip
+    assert by_run == {runs[good["workflow_id"]]: ["queued", "running", "completed"],
+                      runs[broken["workflow_id"]]: ["queued", "running", "failed"]}  # fmt: skip
     async with sides.pool.acquire() as conn:
         outbox = await conn.fetchval(
             "SELECT count(*) FROM migration_outbox WHERE entity = 'job_runs' AND legacy_id = ANY($1::text[])",
