@@ -477,9 +477,11 @@ class ProxyApp:
         if self.live is None:
             return False
         plan = route.entity
-        if plan.name == "activity" and plan.mode == "legacy":
-            return any(p.mode == "new" for p in self.tables.current.entities.values())
-        return plan.mode == "new"
+        if plan.name == "activity":
+            return plan.mode != "legacy" or any(
+                p.mode == "new" for p in self.tables.current.entities.values()
+            )
+        return plan.mode == "new"  # job_runs: in canary runNow, a write, still goes to legacy
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # An entity in new: served here over Redis (proxy.realtime); otherwise legacy's hub.
