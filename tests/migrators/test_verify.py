@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -14,7 +15,11 @@ from migrators.cli_backfill import run_backfill
 from migrators.cli_verify import run_verify
 from migrators.crypto import SecretBox, associated_data
 from migrators.feeds import observation_version
+from migrators.feeds.sweep import Sweeper
 from migrators.origin import ORIGIN_FIELD, origin_marker
+from migrators.registry import default_registry
+from migrators.spec import MappingContext
+from schema.tenancy import PLACEHOLDER, ensure_subscription, enter_sync
 from strangler.config import Settings
 from strangler.mongo import Database
 
@@ -178,3 +183,40 @@ async def test_verify_reads_rows_back_in_chunks_and_reports_the_same(
         whole.mongo_count,
         whole.postgres_count,
     )
+
+
+async def test_a_tenant_only_a_token_named_is_neither_deleted_nor_extra_until_its_account_comes(
+    legacy_db: Database,
+    dirty_seed: SeedSummary,
+    clean_settings: Settings,
+    clean_pg: asyncpg.Connection,
+    ctx: MappingContext,
+) -> None:
+    await run_backfill(clean_settings, "subscriptions", 50, out=io.StringIO())
+    # The new side's first write of a tenant with no Accounts document (LEGACY.md trusts a
+    # well-signed token as issued), and a user of it that references the row.
+    tenant = "sub_70c3e0000001"
+    async with clean_pg.transaction():
+        await enter_sync(clean_pg)
+        await ensure_subscription(clean_pg, tenant)
+    report = await run_verify(clean_settings, "subscriptions", out=io.StringIO())
+    assert report[0].clean, report[0].lines()
+    [spec] = default_registry().select("subscriptions")
+    sweeper = Sweeper(spec, legacy_db["Accounts"], ctx, buckets=16, buckets_per_round=16,
+                      id_column="subscription_id")  # fmt: skip
+    assert tenant not in (await sweeper.run_round(clean_pg, 0)).differing_ids
+    # Its account arrives after all: the sync fills the row in, and it is an account then.
+    await legacy_db["Accounts"].insert_one(
+        {"subscription_id": tenant, "company_name": "Late Co", "plan_type": "team",
+         "status": "active", "created_at": datetime(2026, 1, 2, tzinfo=UTC)}
+    )  # fmt: skip
+    assert tenant in (await sweeper.run_round(clean_pg, 0)).differing_ids
+    await run_verify(clean_settings, "subscriptions", repair=True, out=io.StringIO())
+    row = await clean_pg.fetchrow(
+        "SELECT company_name, extra ? $2 AS placeholder FROM subscriptions "
+        "WHERE subscription_id = $1",
+        tenant,
+        PLACEHOLDER,
+    )
+    assert row is not None and (row["company_name"], row["placeholder"]) == ("Late Co", False)
+    assert (await run_verify(clean_settings, "subscriptions", out=io.StringIO()))[0].clean
