@@ -185,6 +185,11 @@ class EntitySpec:
     # tokens as issued; every tenant table references the row). Sweep and verify leave
     # them out: the document's absence is not a deletion, and no document is missing.
     placeholder: str = ""
+    # No client write names its documents (history: versions, backups): only the polling
+    # feed's sweep finds them, so its forward watermark is the start of the last full
+    # sweep pass, not the moment its touched stream was empty (a canary pin released on
+    # the latter would send a read to the new side before the sweep carried the write).
+    sweep_only: bool = False
 
     def __post_init__(self) -> None:
         if self.tenant_from is not None and len(self.tables) != 1:

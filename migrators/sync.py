@@ -251,7 +251,7 @@ class SyncWorker:
                 read_at = time.time()
                 batch = await feed.next_batch(self.options.batch_size)
                 if batch is None:
-                    await self._publish_watermark(read_at)
+                    await self._publish_watermark(feed.watermark(read_at))
                     self.metrics.lag.labels(entity, feed.name).set(0)
                     if time.monotonic() - last_beat >= self.options.heartbeat_seconds:
                         await beat(conn, entity, feed=feed.name, worker=self.name, lag_seconds=0.0)
@@ -261,7 +261,7 @@ class SyncWorker:
                     continue
                 applied, lag = await self._apply(conn, feed.name, batch)
                 if batch.caught_up:
-                    await self._publish_watermark(read_at)
+                    await self._publish_watermark(feed.watermark(read_at))
                 await beat(
                     conn, entity, feed=feed.name, worker=self.name, lag_seconds=lag, applied=applied
                 )
@@ -276,9 +276,12 @@ class SyncWorker:
                 except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
                     pass  # the lock goes with the session anyway
 
-    async def _publish_watermark(self, applied_up_to: float) -> None:
+    async def _publish_watermark(self, applied_up_to: float | None) -> None:
         """Tell the proxies every change read before ``applied_up_to`` is applied; a failure
-        only keeps their pins longer (they expire), so it never stops the sync."""
+        only keeps their pins longer (they expire), so it never stops the sync. None: the
+        feed can claim nothing yet (a sweep-only entity before its first full pass)."""
+        if applied_up_to is None:
+            return
         await publish_watermark_or_warn(
             self._watermarks, self.spec.name, "forward", applied_up_to, log
         )

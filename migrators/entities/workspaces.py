@@ -129,6 +129,7 @@ SPECS = (
         normalize=normalize_version,
         references=(_TENANT, _CREATOR),
         tenant_from=_WORKFLOW_TENANT,
+        sweep_only=True,  # no answer names a version or a backup
     ),
     EntitySpec(
         name="workflow_backups",
@@ -143,5 +144,6 @@ SPECS = (
         normalize=normalize_backup,
         references=(_TENANT,),
         tenant_from=_WORKFLOW_TENANT,
+        sweep_only=True,  # no answer names a version or a backup
     ),
 )

@@ -127,4 +127,9 @@ class Feed(Protocol):
     async def next_batch(self, max_events: int) -> FeedBatch | None:
         """The next events, waiting briefly for some; None when there is nothing yet."""
 
+    def watermark(self, read_at: float) -> float | None:
+        """How far the worker may say it applied, having found the feed caught up at
+        ``read_at`` (epoch seconds): every change before the result is applied. None: no
+        claim yet."""
+
     async def close(self) -> None: ...

@@ -328,6 +328,9 @@ class ChangeStreamFeed:
         self._token, self._token_stored_at = token, now
         return FeedBatch(events=[], position={"resume_token": _json_safe(token)}, caught_up=True)
 
+    def watermark(self, read_at: float) -> float | None:
+        return read_at  # every change reaches the stream, in order
+
     async def next_batch(self, max_events: int) -> FeedBatch | None:
         if self._cursor is None:
             raise RuntimeError("ChangeStreamFeed.next_batch before open")

@@ -90,6 +90,8 @@ class PollingFeed:
         self._next_revisit_at = 0.0
         self._tails = spec.append_only and spec.id_field == "_id"
         self._tail_after: ObjectId | None = None
+        # sweep_only: when the round covering each bucket last started (epoch seconds)
+        self._bucket_swept_at: dict[int, float] = {}
 
     @property
     def full_pass_done(self) -> bool:
@@ -100,6 +102,7 @@ class PollingFeed:
         self._observations = ObservationClock(int(position.get("observed") or 0))
         self._next_bucket = int(position.get("next_bucket") or 0)
         self._swept_buckets = 0
+        self._bucket_swept_at = {}
         self._pending_sweep_ids = []
         self._next_sweep_at = 0.0  # a new leader sweeps at once
         tail = position.get("tail_after")
@@ -117,8 +120,22 @@ class PollingFeed:
             position["tail_after"] = str(self._tail_after)
         return position
 
+    def watermark(self, read_at: float) -> float | None:
+        """``read_at`` when touched ids name every change. A sweep-only entity's changes
+        are found by the sweep alone: what the last full pass saw, i.e. the start of the
+        oldest round among the latest of each bucket (its differing documents are applied
+        by the time the feed is caught up)."""
+        if not self._spec.sweep_only:
+            return read_at
+        if self._sweeper is None or len(self._bucket_swept_at) < self._sweeper.buckets:
+            return None
+        return min(read_at, *self._bucket_swept_at.values())
+
     async def _sweep_round(self) -> None:
         assert self._sweeper is not None
+        started = self._clock()
+        for bucket in self._sweeper.slice(self._next_bucket):
+            self._bucket_swept_at[bucket] = started
         result = await self._sweeper.run_round(self._conn, self._next_bucket)
         self._next_bucket = (self._next_bucket + self._sweeper.buckets_per_round) % (
             self._sweeper.buckets

@@ -337,3 +337,37 @@ async def test_an_entry_the_new_side_wrote_is_not_deleted_before_the_reverse_syn
     await activity.delete_one({"_id": ObjectId(entry["activity_id"])})
     await SyncWorker(spec, make_feed, migrated_database_url, ctx).run(once=True)
     assert entry["activity_id"] not in await entries()
+
+
+async def test_a_sweep_only_entity_claims_no_more_than_its_last_full_pass_saw(
+    legacy_db: Database, pg: asyncpg.Connection, ctx: MappingContext
+) -> None:
+    """History documents (versions, backups) reach the sync through the sweep alone: a
+    canary pin released on 'the touched stream is empty' sent a read to the new side
+    before the sweep had carried the checkIn's version (the mode-combination test saw it)."""
+    import dataclasses
+
+    await seed_tenants(pg)
+    collection = legacy_db["connectors"]
+    for n in range(8):
+        await collection.insert_one(connector_doc(n))
+    now = [1000.0]
+    history = dataclasses.replace(CONNECTORS, sweep_only=True)
+    sweeper = Sweeper(history, collection, ctx, buckets=8, buckets_per_round=2,
+                      id_column="connector_id")  # fmt: skip
+    feed = PollingFeed(history, collection, TouchedReader(_NoRedis(), "connectors"), sweeper, pg,
+                       sweep_interval=0.0, block_ms=1, clock=lambda: now[0])  # fmt: skip
+    await feed.open(None)
+    assert feed.watermark(now[0]) is None  # no pass yet: nothing can be claimed
+    starts = []
+    for _round in range(4):  # a full pass, a round a second
+        starts.append(now[0])
+        await feed.next_batch(100)
+        now[0] += 1.0
+    assert feed.watermark(now[0]) == starts[0]  # the oldest round of the pass
+    await feed.next_batch(100)  # the next pass goes on: the pass before it still counts
+    assert feed.watermark(now[0]) == starts[1]
+    # an entity every write names claims the moment its stream was found empty
+    named = PollingFeed(CONNECTORS, collection, TouchedReader(_NoRedis(), "connectors"),
+                        sweeper, pg, clock=lambda: now[0])  # fmt: skip
+    assert named.watermark(1234.5) == 1234.5
