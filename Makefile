@@ -18,8 +18,12 @@ install: $(BIN)/strangler
 demo: install
 	$(BIN)/strangler demo
 
+# Two workers (pytest-xdist): most of the suite's time is waiting on services and syncs, so
+# the two cores take both halves at once (every test has its own databases, Redis prefixes
+# and ports). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # The replay corpora of shadow_cases/ against the legacy emulator and the new side, each a
 # process of its own (PostgreSQL and Redis as for the tests); JUnit report in shadow.xml.
