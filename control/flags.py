@@ -18,7 +18,9 @@ write is lost or reordered across it:
 
 1. fence the entity's writes on every proxy (admin port; the fence is re-asserted while
    the switch runs, and lapses by itself if this process dies);
-2. wait ``settle`` seconds for writes that passed the fence before it to finish;
+2. wait until no proxy has a write of the entity in flight that passed before the fence
+   (``GET /admin/fence/{entity}``: each counts its writes until answered), after at least
+   ``settle`` seconds (for a write whose client left, which legacy may still be applying);
 3. drain the sync in flight: leaving legacy as truth, the forward sync has applied every
    touched id (touched stream drained) and reports lag 0 after the fence; leaving ``new``,
    the reverse outbox of the entity is empty;
@@ -46,7 +48,7 @@ import httpx
 import yaml
 
 from proxy.errors import AdminUnreachable
-from proxy.fence_client import lift_fence, set_fence
+from proxy.fence_client import lift_fence, set_fence, writes_in_flight
 from proxy.rules import MODES, RulesFile, parse_rules
 from strangler.errors import DataError, PermanentError, RetryableError
 
@@ -391,6 +393,7 @@ async def switch_with_fence(change: Change, flip: Callable[[], str], steps: Swit
         fenced_at = time.time()
         await asyncio.sleep(steps.settle_seconds)
         deadline = time.monotonic() + steps.drain_timeout
+        await _writes_finished(entity, steps, deadline)
         while True:
             done, why = await steps.drained(fenced_at)
             if done:
@@ -416,6 +419,33 @@ async def switch_with_fence(change: Change, flip: Callable[[], str], steps: Swit
         if not flipped or served:
             await lift_fence(steps.admin_urls, entity)
             steps.say(f"fence lifted on {entity}")
+
+
+async def _writes_finished(entity: str, steps: SwitchSteps, deadline: float) -> None:
+    """Until no proxy has a write of ``entity`` in flight (it passed before the fence)."""
+    started = time.monotonic()
+    waited_for = 0
+    while True:
+        busy = {
+            url: count
+            for url, count in (await writes_in_flight(steps.admin_urls, entity)).items()
+            if count
+        }
+        if not busy:
+            if waited_for:
+                steps.say(
+                    f"{waited_for} {entity} write(s) that passed before the fence finished "
+                    f"({time.monotonic() - started:.1f} s)"
+                )
+            return
+        waited_for = max(waited_for, sum(busy.values()))
+        if time.monotonic() >= deadline:
+            where = ", ".join(f"{url}: {count}" for url, count in busy.items())
+            raise SwitchFailed(
+                f"{entity}: writes that passed before the fence are still in flight ({where}) "
+                f"after {steps.drain_timeout:g} s; nothing was switched and the fence is lifted"
+            )
+        await asyncio.sleep(steps.poll_seconds)
 
 
 def gate_results_json(gates: Sequence[Gate]) -> str:

@@ -8,6 +8,7 @@ it: any path on the proxy port, ``/metrics`` and ``/admin/...`` included, goes t
     GET    /readyz                  200 once a routing table is in force, else 503
     GET    /admin/status            table in force, its hash, when it was loaded, last refusal
     POST   /admin/reload            reload the rules file now
+    GET    /admin/fence/{entity}    seconds left on its fence, writes of it still in flight
     POST   /admin/fence/{entity}    fence the entity's writes; ?seconds=N (0 < N <= 600)
     DELETE /admin/fence/{entity}    lift this instance's fence
 """
@@ -87,6 +88,9 @@ def build_admin_app(
                 {"error": f"unknown entity {entity!r}; one of {', '.join(ENTITIES)}"},
                 status_code=404,
             )
+        if request.method == "GET":  # what a switch asks before it drains (proxy.fence)
+            return JSONResponse({"entity": entity, "fenced_for": fences.remaining(entity),
+                                 "writes_in_flight": fences.in_flight(entity)})  # fmt: skip
         if request.method == "DELETE":
             lifted = fences.lift(entity)
             return JSONResponse({"entity": entity, "lifted": lifted})
@@ -99,7 +103,9 @@ def build_admin_app(
                 {"error": f"seconds must be a number above 0 and at most {MAX_FENCE_SECONDS:g}"},
                 status_code=400,
             )
-        return JSONResponse({"entity": entity, "fenced_for": seconds})
+        return JSONResponse(
+            {"entity": entity, "fenced_for": seconds, "writes_in_flight": fences.in_flight(entity)}
+        )
 
     return Starlette(
         routes=[
@@ -108,6 +114,6 @@ def build_admin_app(
             Route("/readyz", readyz),
             Route("/admin/status", status),
             Route("/admin/reload", reload, methods=["POST"]),
-            Route("/admin/fence/{entity}", fence, methods=["POST", "DELETE"]),
+            Route("/admin/fence/{entity}", fence, methods=["GET", "POST", "DELETE"]),
         ]
     )

@@ -145,15 +145,25 @@ class ProxyApp:
                         headers.request_id,
                         [(b"retry-after", str(retry_after).encode())],
                     )
+                elif route.is_write:
+                    self.fences.write_started(entity)  # no await since the fence check
+                    try:
+                        status, origin = await self._served(route, scope, receive, send, headers)
+                    finally:
+                        self.fences.write_ended(entity)
                 else:
-                    held, receive = await self._hold_causally(route, scope, receive, send, headers)
-                    if held is not None:
-                        status, origin = held, "proxy"
-                    else:
-                        status, origin = await self._dispatch(route, scope, receive, send, headers)
+                    status, origin = await self._served(route, scope, receive, send, headers)
         except ClientGone:
             status, origin = 499, "proxy"  # nginx's code for "client closed the request"
         self.metrics.observe(entity, mode, origin, status, time.perf_counter() - started)
+
+    async def _served(
+        self, route: Route, scope: dict[str, Any], receive: Any, send: Any, hdrs: UpstreamHeaders
+    ) -> tuple[int, str]:
+        held, receive = await self._hold_causally(route, scope, receive, send, hdrs)
+        if held is not None:
+            return held, "proxy"
+        return await self._dispatch(route, scope, receive, send, hdrs)
 
     def split(self) -> bool:
         """Whether the current table serves some entities from each side (proxy.causal);

@@ -410,6 +410,9 @@ class FastServer:
             req.method, pool.prefix + target, req.headers, conn.client_ip, b"http", pool.host_header
         )
         exchange = FastExchange(self, conn, req, entity, head, request_id, body_kind)
+        if route is not None and route.is_write:
+            exchange.fences = app.fences  # counted from here, as the fence check just passed
+            app.fences.write_started(entity)
         if capture is not None:
             exchange.capture = functools.partial(capture, request_id)
         req.listener = exchange

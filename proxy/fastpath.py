@@ -31,6 +31,7 @@ from strangler.contract import error_body
 
 if TYPE_CHECKING:
     from proxy.engine import ClientConnection, FastServer, Request
+    from proxy.fence import FenceBoard
 
 __all__ = ["Capture", "FastExchange", "envelope_bytes", "status_line"]
 
@@ -102,6 +103,7 @@ class FastExchange:
         "capture",
         "conn",
         "entity",
+        "fences",
         "req",
         "server",
         "status",
@@ -142,6 +144,8 @@ class FastExchange:
         self.capture: Capture | None = None
         self._captured: list[bytes] = []
         self._captured_headers: list[tuple[bytes, bytes]] = []
+        # A write: the fence board that counts it in flight until it is finished.
+        self.fences: FenceBoard | None = None
 
     # --- start -------------------------------------------------------------------------------
 
@@ -361,6 +365,9 @@ class FastExchange:
         up, self._up = self._up, None
         if up is not None:
             up.release(reusable)
+        if self.fences is not None:
+            self.fences.write_ended(self.entity)
+            self.fences = None
         # As the ASGI app counts it: a client that left is the proxy's own 499.
         origin = "proxy" if status == 499 else "legacy"
         self.server.metrics.observe(

@@ -8,6 +8,13 @@ A fence comes from either of two places, and either one fences:
 
 A fenced write gets 503 with ``Retry-After``: the rules' ``fence_retry_after``, or the time
 left on an admin fence if that is shorter (at least 1 s), so clients retry soon.
+
+A write that passed before the fence was set may still be on its way to its store: the
+board counts each write from the moment it passes until its answer is sent (both engines),
+and a switch waits until every proxy reports none in flight for the entity
+(``GET /admin/fence/{entity}``) before it drains the sync. A fixed settling time alone
+would be a guess: a legacy write hashing a password on a busy machine outlasts it, lands
+after the drain, and the sync that rests once PostgreSQL is the truth never carries it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,23 @@ class FenceBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._until: dict[str, float] = {}
+        self._in_flight: dict[str, int] = {}
+
+    # Called with no await between the fence check and write_started, so a write either
+    # met the fence or is counted before a switch can ask.
+    def write_started(self, entity: str) -> None:
+        self._in_flight[entity] = self._in_flight.get(entity, 0) + 1
+
+    def write_ended(self, entity: str) -> None:
+        left = self._in_flight.get(entity, 0) - 1
+        if left > 0:
+            self._in_flight[entity] = left
+        else:
+            self._in_flight.pop(entity, None)
+
+    def in_flight(self, entity: str) -> int:
+        """Writes of ``entity`` that passed the fence check and are not answered yet."""
+        return self._in_flight.get(entity, 0)
 
     def set(self, entity: str, seconds: float) -> float:
         """Fence ``entity`` for ``seconds`` (0 < seconds <= MAX_FENCE_SECONDS)."""

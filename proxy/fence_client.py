@@ -20,7 +20,7 @@ import httpx
 
 from proxy.errors import AdminUnreachable
 
-__all__ = ["FenceResult", "lift_fence", "set_fence"]
+__all__ = ["FenceResult", "lift_fence", "set_fence", "writes_in_flight"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,12 @@ async def lift_fence(
 ) -> list[FenceResult]:
     """Lift the admin fence of ``entity`` on every instance; raise if any failed."""
     return await _each(admin_urls, "DELETE", entity, {}, timeout_seconds)
+
+
+async def writes_in_flight(
+    admin_urls: Sequence[str], entity: str, timeout_seconds: float = 5.0
+) -> dict[str, int]:
+    """Per instance, the writes of ``entity`` that passed its fence check and are not
+    answered yet; raise if any instance did not say."""
+    results = await _each(admin_urls, "GET", entity, {}, timeout_seconds)
+    return {r.admin_url: int(str(r.body.get("writes_in_flight", 0))) for r in results}

@@ -80,6 +80,7 @@ async def _echo(request: web.Request) -> web.Response:
 
 async def _legacy_endpoint(request: web.Request) -> web.Response:
     body = await request.read()
+    await asyncio.sleep(float(request.query.get("delay", "0")))  # a store taking its time
     return _envelope({"origin": "legacy", "path": request.path, "body": body.decode()})
 
 

@@ -8,8 +8,9 @@ import sys
 import pytest
 from proxy_support import free_port, rules_data
 
+from control.flags import Change, SwitchFailed, SwitchSteps, switch_with_fence
 from proxy.errors import AdminUnreachable
-from proxy.fence_client import lift_fence, set_fence
+from proxy.fence_client import lift_fence, set_fence, writes_in_flight
 from proxy.server import ENGINES
 
 
@@ -150,3 +151,57 @@ async def test_a_path_variant_a_lenient_legacy_would_take_is_fenced_too(start_pr
         'strangler_proxy_requests_total{entity="connectors",mode="legacy",origin="legacy",'
         'status="404"} 1.0' in metrics
     )
+
+
+async def _nothing_to_drain(_fenced_at: float) -> tuple[bool, str]:
+    return True, ""
+
+
+async def _counted(http, proxy, entity: str = "connectors") -> None:
+    """Until the proxy counts a write of ``entity`` in flight."""
+    for _ in range(200):
+        fence = (await http.get(f"{proxy.admin_url}/admin/fence/{entity}")).json()
+        if fence["writes_in_flight"]:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the proxy never counted the write in flight")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_switch_waits_for_a_write_that_passed_before_the_fence(start_proxy, http) -> None:
+    # A legacy write a moment from done (a password being hashed, a slow store) when the
+    # switch fences: the flag must not move before it has landed, or the sync drained
+    # before it would never carry it.
+    proxy = await start_proxy()
+    write = asyncio.create_task(_write(http, proxy, "/connectors/addConnector?delay=1.2"))
+    await _counted(http, proxy)
+    table_hash = (await http.get(proxy.admin_url + "/admin/status")).json()["table_hash"]
+    answered_at_flip: list[bool] = []
+
+    def flip() -> str:
+        answered_at_flip.append(write.done())
+        return table_hash
+
+    steps = SwitchSteps(admin_urls=[proxy.admin_url], drained=_nothing_to_drain,
+                        settle_seconds=0.05, drain_timeout=10.0)  # fmt: skip
+    await switch_with_fence(Change("connectors", "legacy", "new", 0.0, 0.0), flip, steps)
+
+    assert answered_at_flip == [True]
+    assert (await write).status_code == 200
+    assert "1 connectors write(s) that passed before the fence finished" in " ".join(steps.events)
+    assert await writes_in_flight([proxy.admin_url], "connectors") == {proxy.admin_url: 0}
+
+
+async def test_a_write_still_in_flight_past_the_bound_switches_nothing(start_proxy, http) -> None:
+    proxy = await start_proxy()
+    write = asyncio.create_task(_write(http, proxy, "/connectors/addConnector?delay=1.5"))
+    await _counted(http, proxy)
+    flips: list[str] = []
+    steps = SwitchSteps(admin_urls=[proxy.admin_url], drained=_nothing_to_drain,
+                        settle_seconds=0.05, drain_timeout=0.3)  # fmt: skip
+    change = Change("connectors", "legacy", "new", 0.0, 0.0)
+    with pytest.raises(SwitchFailed, match=r"still in flight \(http://127.0.0.1:\d+: 1\)"):
+        await switch_with_fence(change, lambda: flips.append("flipped") or "", steps)
+    assert flips == []
+    assert (await http.get(proxy.admin_url + "/admin/status")).json()["admin_fences"] == {}
+    assert (await write).status_code == 200
