@@ -20,7 +20,8 @@ demo: install
 
 # Two workers (pytest-xdist): most of the suite's time is waiting on services and syncs, so
 # the two cores take both halves at once (every test has its own databases, Redis prefixes
-# and ports). TEST_WORKERS=0 runs it in one process.
+# and ports); the tests that run the whole stack for minutes share one worker
+# (tests/conftest.py), so they never take both cores at once. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS)

@@ -13,6 +13,7 @@ two sides a call meets what the other side wrote a moment before:
 - users, groups and roles: a user, a group holding that user (added, then removed), a role
   assigned to that user;
 - errors: no token (401), an unknown id (404), a non-JSON body and a zero ``per_page`` (400);
+  these two parts made while the run goes on (their answers follow the run's);
 - the deletes, each followed by the 404 of a get;
 - activity: the tenant's list, and every entry ``/ws/activity`` announced meanwhile.
 
@@ -29,7 +30,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -79,9 +80,36 @@ class _Journey:
         self.base_url = base_url
         self.tenant = tenant
         self.transcript = Transcript()
-        self.normalizer = Normalizer(tenant.subscription_id, tenant.user_id, tenant.tag)
+        # What came back, as it came: normalized in this order once the journey is over
+        # (ids are named by first appearance), so that parts run side by side still make
+        # one transcript in one order.
+        self.steps: list[tuple[str, int, Any, bool]] = []
         self.headers = {"Authorization": f"Bearer {tenant.token}"}
         self.writes = 0  # successful writes: each appends one activity entry (LEGACY.md)
+
+    def fork(self) -> _Journey:
+        """A part of this journey made meanwhile, on the same client; :meth:`join` it."""
+        return _Journey(self.client, self.base_url, self.tenant)
+
+    def join(self, part: _Journey) -> None:
+        """``part``'s answers after this journey's so far, its writes and waits counted."""
+        self.steps += part.steps
+        self.writes += part.writes
+        self.transcript.retried += part.transcript.retried
+        self.transcript.waited.update(part.transcript.waited)
+
+    def record(self, step: str, status: int, body: Any, *, sort: bool = False) -> None:
+        """``sort``: a list whose order of arrival is not part of the contract."""
+        self.steps.append((step, status, body, sort))
+
+    def finish(self) -> Transcript:
+        normalizer = Normalizer(self.tenant.subscription_id, self.tenant.user_id, self.tenant.tag)
+        for step, status, body, sort in self.steps:
+            value = normalizer.value(body)
+            if sort:
+                value = sorted(value, key=lambda item: json.dumps(item, sort_keys=True))
+            self.transcript.add(step, status, value)
+        return self.transcript
 
     async def _send(
         self, method: str, path: str, payload: Any, headers: dict[str, str]
@@ -125,7 +153,7 @@ class _Journey:
             self.writes += 1
         if record:
             step = f"{method} {path}" + (f" ({why})" if why else "")
-            self.transcript.add(step, response.status_code, self.normalizer.value(body))
+            self.record(step, response.status_code, body)
         return body.get("data") if ok and isinstance(body, dict) else None
 
     def named(self, name: str) -> str:
@@ -218,31 +246,32 @@ class _Journey:
         await self.call("GET", "/workspace/getWorkspace", {"workspace_id": ids["workspace_id"]})
         return ids
 
-    async def runs(self, workflow_id: str) -> None:
+    async def runs(self, workflow_id: str, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        """``runNow``, the run followed to its end; ``meanwhile`` runs while it goes on (a
+        second or two), as a client goes on with other calls."""
         url = _ws_url(self.base_url, f"/ws/runNow/{workflow_id}", self.tenant.token)
         async with _socket(url) as socket:
             queued = await self.call("POST", "/workflow/runNow", {"workflow_id": workflow_id})
             if queued is None:
+                await meanwhile()
                 return
-            run_id = queued["job_run_id"]
             started = time.monotonic()
-            run = None
-            while time.monotonic() - started < RUN_END_SECONDS:
-                run = await self.call("GET", "/jobRun/getRun", {"job_run_id": run_id}, record=False)
-                if run is not None and run.get("status") in FINAL_RUN_STATUSES:
-                    break
-                await asyncio.sleep(POLL_SECONDS)
-            self.transcript.waited["run end"] = round(time.monotonic() - started, 2)
-            await self.call("GET", "/jobRun/getRun", {"job_run_id": run_id}, why="at its end")
-            messages = await _read_until(
-                socket, started + RUN_END_SECONDS, lambda m: m.get("status") in FINAL_RUN_STATUSES
-            )
-        self.transcript.add(
-            "WS /ws/runNow/{workflow_id} (every status change)",
-            101,
-            self.normalizer.value(messages),
-        )
+            await asyncio.gather(self._follow(queued["job_run_id"], socket, started), meanwhile())
         await self.call("GET", "/jobRun/getRuns", {"workflow_id": workflow_id})
+
+    async def _follow(self, run_id: str, socket: Any, started: float) -> None:
+        run = None
+        while time.monotonic() - started < RUN_END_SECONDS:
+            run = await self.call("GET", "/jobRun/getRun", {"job_run_id": run_id}, record=False)
+            if run is not None and run.get("status") in FINAL_RUN_STATUSES:
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        self.transcript.waited["run end"] = round(time.monotonic() - started, 2)
+        await self.call("GET", "/jobRun/getRun", {"job_run_id": run_id}, why="at its end")
+        messages = await _read_until(
+            socket, started + RUN_END_SECONDS, lambda m: m.get("status") in FINAL_RUN_STATUSES
+        )
+        self.record("WS /ws/runNow/{workflow_id} (every status change)", 101, messages)
 
     async def people(self) -> None:
         add = {
@@ -319,11 +348,7 @@ class _Journey:
         messages = await _read_until(
             socket, started + ACTIVITY_SECONDS, lambda _m: False, count=self.writes
         )
-        entries = sorted(
-            (self.normalizer.value(m) for m in messages),
-            key=lambda m: json.dumps(m, sort_keys=True),
-        )
-        self.transcript.add("WS /ws/activity (every entry, sorted)", 101, entries)
+        self.record("WS /ws/activity (every entry, sorted)", 101, messages, sort=True)
 
 
 @contextlib.asynccontextmanager
@@ -356,10 +381,17 @@ async def run_journey(base_url: str, tenant: JourneyTenant) -> Transcript:
             started = time.monotonic()
             connector_id = await journey.connectors()
             ids = await journey.tree(connector_id)
+            others = journey.fork()
+
+            async def meanwhile() -> None:
+                await others.people()
+                await others.errors()
+
             if ids is not None:
-                await journey.runs(ids["workflow_id"])
-            await journey.people()
-            await journey.errors()
+                await journey.runs(ids["workflow_id"], meanwhile)
+            else:
+                await meanwhile()
+            journey.join(others)  # the run's answers, then those made while it went on
             await journey.deletes(connector_id, ids)
             await journey.activity(activity, started)
-        return journey.transcript
+        return journey.finish()

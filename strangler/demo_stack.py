@@ -121,7 +121,10 @@ def _sampled_rules(text: str) -> str:
     return text
 
 
-async def _cancelled(task: asyncio.Task[None], within: float = 60.0) -> bool:
+STOP_SECONDS = 10.0  # for a part of the stack to stop once asked, before it is cancelled
+
+
+async def _cancelled(task: asyncio.Task[Any], within: float = 60.0) -> bool:
     """Cancel ``task`` and wait for it to end, cancelling it again every second: on Python
     3.11 a cancellation that meets a completing ``asyncio.wait_for`` inside a client library
     can be swallowed, and the worker would go on as if never asked."""
@@ -232,7 +235,12 @@ class DemoStack:
 
         async def stop() -> None:
             server.should_exit = True
-            await asyncio.gather(task, return_exceptions=True)
+            # uvicorn waits for every open connection to end; a client that keeps one
+            # (a socket the proxy tunnels) must not hold the stack's close for ever
+            await asyncio.wait([task], timeout=STOP_SECONDS)
+            if not task.done():
+                server.force_exit = True
+            await self._ended(task, "the legacy emulator")
             sock.close()
 
         self._stop_legacy = stop
@@ -414,31 +422,34 @@ class DemoStack:
 
         async def stopped() -> None:
             stop.set()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait([task], timeout=STOP_SECONDS)
+            await self._ended(task, "the run worker")
 
         self._stack.push_async_callback(stopped)
 
     def start_reverse(self) -> None:
         task = asyncio.create_task(self._reverse_loop())
-
-        async def stop() -> None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-        self._stack.push_async_callback(stop)
+        self._stack.push_async_callback(self._ended, task, "the reverse sync")
         self.reverse_task = task
 
     async def retire_legacy(self) -> None:
         """After 'strangler retire': the reverse sync, every forward sync and the legacy
         emulator stop (its port then refuses connections)."""
         if self.reverse_task is not None:
-            self.reverse_task.cancel()
-            await asyncio.gather(self.reverse_task, return_exceptions=True)
+            await self._ended(self.reverse_task, "the reverse sync")
         await self.stop_forward([worker.spec for worker, _task in list(self.workers.values())])
         if self._stop_legacy is not None:
             await self._stop_legacy()
 
     # --- stop --------------------------------------------------------------------------
+
+    async def _ended(self, task: asyncio.Task[Any], what: str) -> None:
+        """``task`` ended: cancelled (again every second) if it still runs; said if it
+        outlives that too (the stack's close goes on either way)."""
+        if not await _cancelled(task, within=STOP_SECONDS):
+            self.say(f"   {what} did not stop within {STOP_SECONDS:g} s of its cancel")
+        elif not task.cancelled() and task.exception() is not None:
+            self.say(f"   {what} had stopped on an error: {task.exception()}")
 
     async def _drop_redis_keys(self) -> None:
         assert self.redis is not None

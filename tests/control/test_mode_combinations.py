@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from control.cli import LiveProbes
 from control.flags import read_flags
@@ -62,6 +63,18 @@ def _account(tenant: JourneyTenant) -> dict[str, object]:
             "plan_type": "team", "status": "active", "created_at": datetime.now(UTC)}  # fmt: skip
 
 
+async def _closed(stack: DemoStack, within: float = 90.0) -> None:
+    """The stack closed; if it has not within ``within`` s, what every task was doing."""
+    closing = asyncio.ensure_future(stack.close())
+    await asyncio.wait([closing], timeout=within)
+    if not closing.done():
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.print_stack(limit=6)  # into the captured stdout the failure shows
+        raise AssertionError(f"the stack did not close within {within:g} s (its tasks above)")
+    await closing
+
+
 async def _journeys(base_url: str, pair: list[JourneyTenant]) -> list[Transcript]:
     return list(await asyncio.gather(*(run_journey(base_url, t) for t in pair)))
 
@@ -74,6 +87,9 @@ def _modes(rules_path: str) -> str:
     )
 
 
+# The whole stack for minutes (never beside the other such test: WHOLE_STACK in
+# tests/conftest.py), with a hang guard of its own length.
+@pytest.mark.timeout(480)
 async def test_each_step_into_new_and_back_keeps_the_legacy_contract() -> None:
     database_url = f"{PG_SERVER}/strangler_test_modes_{os.getpid()}_{secrets.token_hex(3)}"
     settings = dataclasses.replace(load_settings({}), redis_url=REDIS_URL)
@@ -142,7 +158,7 @@ async def test_each_step_into_new_and_back_keeps_the_legacy_contract() -> None:
     finally:
         if conn is not None:
             await conn.close()
-        await stack.close()
+        await _closed(stack)
         admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
         try:
             name = database_url.rsplit("/", 1)[1]
