@@ -53,6 +53,12 @@ WHOLE_STACK = frozenset({
 })  # fmt: skip
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The whole-stack tests first: their worker starts on them at once, and the other
+    worker's share of the rest is done by the time they end."""
+    items.sort(key=lambda item: item.nodeid not in WHOLE_STACK)  # stable: the rest as found
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getoption("dist") != "load":
         return None  # another --dist asked for by name: xdist's own
