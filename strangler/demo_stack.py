@@ -239,7 +239,8 @@ class DemoStack:
             # (a socket the proxy tunnels) must not hold the stack's close for ever
             await asyncio.wait([task], timeout=STOP_SECONDS)
             if not task.done():
-                server.force_exit = True
+                server.force_exit = True  # a moment to close its sockets before a cancel
+                await asyncio.wait([task], timeout=1.0)
             await self._ended(task, "the legacy emulator")
             sock.close()
 

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import os
 import secrets
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +71,7 @@ async def _closed(stack: DemoStack, within: float = 90.0) -> None:
     if not closing.done():
         for task in asyncio.all_tasks():
             if task is not asyncio.current_task():
-                task.print_stack(limit=6)  # into the captured stdout the failure shows
+                task.print_stack(limit=6, file=sys.stdout)  # captured: the failure shows it
         raise AssertionError(f"the stack did not close within {within:g} s (its tasks above)")
     await closing
 
